@@ -44,8 +44,12 @@ _MAX_MAX_WRITE: Final = 0xFFFF * abi.PAGE_SIZE
 _UNANSWERED: Final = frozenset({Forget, BatchForget, Interrupt})
 """Request types the kernel never waits an answer for: replying to them would be an error."""
 
-_ALWAYS_LOCK_FREE: Final = frozenset({Init, CuseInit, Forget, BatchForget, Interrupt, StatFs})
-"""Request types answered on the reader thread whatever the engine is doing."""
+_ALWAYS_LOCK_FREE: Final = frozenset({Init, CuseInit, Forget, BatchForget, Interrupt, StatFs,
+                                      Lookup, GetAttr, SetAttr, Access, OpenDir, ReadDir,
+                                      ReadDirPlus, ReleaseDir})
+"""Request types answered on the reader thread whatever the engine is doing. Metadata requests
+are among them: they only touch the tree, never the engine, and a worker that holds the engine
+lock may itself cause one (an fstat() of a file of ours sends GETATTR), which must not wait."""
 
 
 # =========================================================================== filesystem side

@@ -1,0 +1,52 @@
+"""Copying ioctl arguments in and out the way the kernel's handlers do.
+
+VFIO structs start with ``argsz``: the handler copies ``minsz`` bytes (EFAULT), then rejects
+``argsz < minsz`` (EINVAL); the rest depends on the ioctl. Keeping the two steps here, in the
+kernel's order, keeps every handler's first lines identical to the kernel's.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+
+from ..errors import KernelError
+from ..uapi.layout import FieldValue, Layout
+from .caller import Caller
+
+_U32 = struct.Struct("<I")
+_S32 = struct.Struct("<i")
+
+
+def copy_in(caller: Caller, arg: int, size: int) -> bytes:
+    """copy_from_user of ``size`` bytes; EFAULT if any byte is unreadable."""
+    return caller.memory.read(arg, size)
+
+
+def copy_out(caller: Caller, arg: int, data: bytes) -> None:
+    caller.memory.write(arg, data)
+
+
+def read_u32(caller: Caller, arg: int) -> int:
+    value: int = _U32.unpack(caller.memory.read(arg, 4))[0]
+    return value
+
+
+def read_s32(caller: Caller, arg: int) -> int:
+    """get_user of an ``int`` (an fd number, for instance)."""
+    value: int = _S32.unpack(caller.memory.read(arg, 4))[0]
+    return value
+
+
+def read_argsz_struct(caller: Caller, arg: int, layout: Layout, minsz: int,
+                      what: str) -> tuple[bytearray, dict[str, FieldValue]]:
+    """Copy in the first ``minsz`` bytes of a VFIO argsz struct and check ``argsz >= minsz``.
+
+    Returns the raw bytes (the kernel's working copy, to be written back) and the decoded fields.
+    """
+    raw = bytearray(copy_in(caller, arg, minsz))
+    fields = layout.unpack(raw)
+    argsz = fields["argsz"]
+    assert isinstance(argsz, int)
+    if argsz < minsz:
+        raise KernelError(errno.EINVAL, f"{what}: argsz {argsz} is below the minimum {minsz}")
+    return raw, fields
