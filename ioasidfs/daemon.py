@@ -34,6 +34,8 @@ class Daemon:
         self.engine = Engine(config)
         self.fs = DevFs(self.tree, self.engine, tracer=tracer)
         self.session = FuseSession(self.fs)
+        # Serialises every engine call, whatever its source (FUSE requests, trapped syscalls).
+        self.engine_lock = trio.Lock()
 
     def mounted_at(self, mountpoint: str) -> None:
         entry = find_mount(mountpoint)
@@ -43,7 +45,7 @@ class Daemon:
 
     async def serve(self, fuse_fd: int) -> None:
         try:
-            await io.serve(fuse_fd, self.session)
+            await io.serve(fuse_fd, self.session, self.engine_lock)
         finally:
             if self.tracer is not None:
                 self.tracer.close()

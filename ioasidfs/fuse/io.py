@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Callable, Protocol
+from typing import Protocol
 
 import trio
 
@@ -54,10 +54,13 @@ def _write_reply(fd: int, reply: bytes) -> None:
             log.warning("cannot write a FUSE reply: %s", e)
 
 
-async def serve(fd: int, session: Session, *, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve the FUSE connection on ``fd`` until it is unmounted (ENODEV) or we are cancelled."""
+async def serve(fd: int, session: Session, engine_lock: trio.Lock) -> None:
+    """Serve the FUSE connection on ``fd`` until it is unmounted (ENODEV) or we are cancelled.
+
+    ``engine_lock`` is shared with every other source of engine calls (the seccomp supervisor of
+    ``ioasidfs run``), so that exactly one call touches the engine at a time.
+    """
     os.set_blocking(fd, False)
-    engine_lock = trio.Lock()
     buf = bytearray(session.read_buffer_size)
     view = memoryview(buf)
 
@@ -73,8 +76,6 @@ async def serve(fd: int, session: Session, *, on_ready: Callable[[], None] | Non
             else:
                 run(request)
 
-    if on_ready is not None:
-        on_ready()
     async with trio.open_nursery() as nursery:
         while True:
             try:
