@@ -50,3 +50,22 @@ def read_argsz_struct(caller: Caller, arg: int, layout: Layout, minsz: int,
     if argsz < minsz:
         raise KernelError(errno.EINVAL, f"{what}: argsz {argsz} is below the minimum {minsz}")
     return raw, fields
+
+
+def read_user_string(caller: Caller, arg: int, limit: int) -> bytes:
+    """strndup_user(arg, limit): the NUL-terminated string at ``arg`` without its NUL.
+
+    EFAULT when the first byte is unreadable or the string runs into unreadable memory; EINVAL
+    when no NUL comes within ``limit`` bytes. Reads page by page, never past what it needs.
+    """
+    out = b""
+    addr = arg
+    while len(out) < limit:
+        chunk = min(4096 - addr % 4096, limit - len(out))
+        data = caller.memory.read(addr, chunk)
+        end = data.find(b"\0")
+        if end >= 0:
+            return out + data[:end]
+        out += data
+        addr += chunk
+    raise KernelError(errno.EINVAL, f"string at {arg:#x} has no NUL within {limit} bytes")

@@ -12,7 +12,7 @@ from typing import Callable
 from ..config import GroupConfig
 from ..errors import KernelError
 from ..uapi import vfio as V
-from .argsz import read_argsz_struct, read_s32
+from .argsz import read_argsz_struct, read_s32, read_user_string
 from .caller import Caller
 from .files import FileKind, OpenFile
 from .iommufd import IommufdContext, IommufdFile
@@ -21,6 +21,39 @@ from .type1 import ContainerFile, Type1Container
 log = logging.getLogger("ioasidfs.engine")
 
 _STATUS_MINSZ = V.GROUP_STATUS.field_end("flags")
+_PAGE_SIZE = 4096
+_UUID_STRING_LEN = 36
+
+
+def match_pci_name(bdf: str, name: bytes) -> bool:
+    """vfio_pci_core_match: True on a match, False for no match, KernelError for a bad option."""
+    pci_name = bdf.encode()
+    if not name.startswith(pci_name):
+        return False
+    rest = name[len(pci_name):]
+    if rest and rest[:1] != b" ":
+        return False
+    vf_token = False
+    while rest:
+        if rest[:1] == b" ":
+            rest = rest[1:]
+            continue
+        if not vf_token and rest.startswith(b"vf_token=") and len(rest) >= 9 + _UUID_STRING_LEN:
+            if not _is_uuid(rest[9:9 + _UUID_STRING_LEN]):
+                raise KernelError(errno.EINVAL, "vf_token is not a UUID")
+            vf_token = True
+            rest = rest[9 + _UUID_STRING_LEN:]
+        else:
+            raise KernelError(errno.EINVAL, f"unknown or duplicate option in {name!r}")
+    if vf_token:
+        # Our devices are neither SR-IOV PFs nor VFs: a token is "incorrectly provided".
+        raise KernelError(errno.EINVAL, "vf_token given for a device that is not a PF or VF")
+    return True
+
+
+def _is_uuid(text: bytes) -> bool:
+    hexdigits = b"0123456789abcdefABCDEF"
+    return all((c == ord("-")) if i in (8, 13, 18, 23) else c in hexdigits for i, c in enumerate(text))
 
 
 class Group:
@@ -35,6 +68,14 @@ class Group:
         self.iommufd: IommufdContext | None = None
         # 1 while attached to a container, plus one per open device fd (UNSET -> EBUSY).
         self.container_users = 0
+
+    def match_device(self, name: bytes) -> str:
+        """vfio_device_get_from_name with vfio-pci's matcher: the BDF, optionally followed by
+        space-separated options of which only one ``vf_token=<uuid>`` is allowed."""
+        for bdf in self.devices:
+            if match_pci_name(bdf, name):
+                return bdf
+        raise KernelError(errno.ENODEV, f"no device {name!r} in group {self.id}")
 
     @property
     def has_iommu(self) -> bool:
@@ -102,6 +143,19 @@ class GroupFile(OpenFile):
         group.detach()
         return 0
 
+    def get_device_fd(self, caller: Caller, arg: int) -> int:
+        """vfio_group_ioctl_get_device_fd, up to the point where a new fd must be created."""
+        name = read_user_string(caller, arg, _PAGE_SIZE)
+        device_name = self.group.match_device(name)
+        group = self.group
+        if not group.has_iommu:
+            raise KernelError(errno.EINVAL, f"group {group.id} is not in a container")
+        if group.container is not None and group.container.iommu is None:
+            raise KernelError(errno.EINVAL, "VFIO_SET_IOMMU has not been done on the container")
+        log.warning("VFIO_GROUP_GET_DEVICE_FD(%s): creating an fd in the caller needs `ioasidfs run` "
+                    "(FUSE cannot install one); device fds are not emulated yet", device_name)
+        raise KernelError(errno.EOPNOTSUPP, "device fds need `ioasidfs run` and the devices emulation")
+
     def release(self) -> None:
         # Device fds hold the group file, so this runs only once they are all closed. A file
         # already replaced by a newer open (its RELEASE came late) has nothing left to undo.
@@ -113,5 +167,6 @@ class GroupFile(OpenFile):
 _GROUP_IOCTLS: dict[int, Callable[[GroupFile, Caller, int], int]] = {
     V.VFIO_GROUP_GET_STATUS: GroupFile.get_status,
     V.VFIO_GROUP_SET_CONTAINER: GroupFile.set_container,
-    V.VFIO_GROUP_UNSET_CONTAINER: lambda f, c, a: f.unset_container(c, a),
+    V.VFIO_GROUP_UNSET_CONTAINER: GroupFile.unset_container,
+    V.VFIO_GROUP_GET_DEVICE_FD: GroupFile.get_device_fd,
 }
