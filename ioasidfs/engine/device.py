@@ -12,10 +12,14 @@ import logging
 from ..config import DeviceConfig
 from ..errors import KernelError
 from ..uapi import vfio as V
+from .argsz import read_argsz_struct
 from .caller import Caller
 from .files import FileKind, OpenFile
+from .iommufd import IommufdFile
 
 log = logging.getLogger("ioasidfs.engine")
+
+_BIND_MINSZ = V.DEVICE_BIND_IOMMUFD.field_end("out_devid")
 
 
 class Device:
@@ -36,11 +40,24 @@ class CdevFile(OpenFile):
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         if cmd == V.VFIO_DEVICE_BIND_IOMMUFD:
-            log.warning("VFIO_DEVICE_BIND_IOMMUFD is not emulated yet; answering ENOTTY")
-            raise KernelError(errno.ENOTTY, "VFIO_DEVICE_BIND_IOMMUFD is not emulated yet")
+            return self.bind_iommufd(caller, arg)
         if not self.bound:
             raise KernelError(errno.EINVAL, f"{self.device.cdev_name} is not bound to an iommufd")
         raise KernelError(errno.ENOTTY, f"vfio-pci has no ioctl {cmd:#x}")
+
+    def bind_iommufd(self, caller: Caller, arg: int) -> int:
+        """vfio_df_ioctl_bind_iommufd, in the kernel's order, up to the bind itself."""
+        _, fields = read_argsz_struct(caller, arg, V.DEVICE_BIND_IOMMUFD, _BIND_MINSZ,
+                                      "VFIO_DEVICE_BIND_IOMMUFD")
+        if int(fields["flags"]) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN or int(fields["iommufd"]) < 0:
+            raise KernelError(errno.EINVAL, "bad flags or negative iommufd")
+        if self.bound:
+            raise KernelError(errno.EINVAL, f"{self.device.cdev_name} is already bound")
+        target = caller.resolve_fd(int(fields["iommufd"]))
+        if not isinstance(target, IommufdFile):
+            raise KernelError(errno.EBADFD, f"fd {fields['iommufd']} is not an iommufd")
+        log.warning("VFIO_DEVICE_BIND_IOMMUFD is not emulated yet; answering ENOTTY")
+        raise KernelError(errno.ENOTTY, "VFIO_DEVICE_BIND_IOMMUFD is not emulated yet")
 
     def read(self, caller: Caller, offset: int, size: int) -> bytes:
         if not self.bound:

@@ -21,7 +21,7 @@ from ..uapi import iommufd as I
 from ..uapi import vfio as V
 from ..uapi.ioctl import ioc_nr
 from ..uapi.layout import Layout
-from .argsz import read_u32
+from .argsz import read_argsz_struct, read_u32
 from .caller import Caller
 from .files import FileKind, OpenFile
 
@@ -42,13 +42,20 @@ class NativeIoctl:
     handler: IommufdHandler | None = None
 
 
-def _slot(cmd: int, layout: Layout) -> tuple[int, NativeIoctl]:
-    return ioc_nr(cmd), NativeIoctl(cmd, layout)
+def _slot(cmd: int, layout: Layout, handler: IommufdHandler | None = None) -> tuple[int, NativeIoctl]:
+    return ioc_nr(cmd), NativeIoctl(cmd, layout, handler)
+
+
+def _destroy(ctx: "IommufdContext", caller: Caller, data: bytearray, arg: int) -> int:
+    """IOMMU_DESTROY: remove any object by id (ENOENT if there is none)."""
+    object_id = int(I.DESTROY.unpack(data)["id"])
+    ctx.destroy(object_id)
+    return 0
 
 
 # The table of a kernel without CONFIG_IOMMUFD_TEST: nr 0x80..0x94, no holes.
 NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
-    _slot(I.IOMMU_DESTROY, I.DESTROY),
+    _slot(I.IOMMU_DESTROY, I.DESTROY, _destroy),
     _slot(I.IOMMU_IOAS_ALLOC, I.IOAS_ALLOC),
     _slot(I.IOMMU_IOAS_ALLOW_IOVAS, I.IOAS_ALLOW_IOVAS),
     _slot(I.IOMMU_IOAS_COPY, I.IOAS_COPY),
@@ -71,6 +78,7 @@ NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
     _slot(I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC),
 ])
 _NATIVE_END = max(NATIVE_IOCTLS) + 1
+_COMPAT_INFO_MINSZ = V.TYPE1_INFO.field_end("iova_pgsizes")
 
 
 def copy_struct_from_user(caller: Caller, arg: int, user_size: int, ksize: int) -> bytearray:
@@ -106,6 +114,13 @@ class IommufdContext:
             new_id += 1
         self.objects[new_id] = obj
         return new_id
+
+    def destroy(self, object_id: int) -> None:
+        if object_id not in self.objects:
+            raise KernelError(errno.ENOENT, f"no object {object_id}")
+        del self.objects[object_id]
+        if object_id == self.compat_ioas_id:
+            self.compat_ioas_id = None
 
     def compat_ioas(self) -> int:
         if self.compat_ioas_id is None:
@@ -151,7 +166,27 @@ class IommufdContext:
             return self.check_extension(arg)
         if cmd == V.VFIO_SET_IOMMU:
             return self.set_iommu(arg)
+        if cmd == V.VFIO_IOMMU_GET_INFO:
+            read_argsz_struct(caller, arg, V.TYPE1_INFO, _COMPAT_INFO_MINSZ, "VFIO_IOMMU_GET_INFO")
+            self.compat_ioas()
+            return self._compat_not_emulated(cmd)
+        if cmd == V.VFIO_IOMMU_MAP_DMA:
+            _, fields = read_argsz_struct(caller, arg, V.DMA_MAP, V.DMA_MAP.size, "VFIO_IOMMU_MAP_DMA")
+            if int(fields["flags"]) & ~(V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE):
+                raise KernelError(errno.EINVAL, "iommufd's VFIO compat supports only READ|WRITE map flags")
+            self.compat_ioas()
+            return self._compat_not_emulated(cmd)
+        if cmd == V.VFIO_IOMMU_UNMAP_DMA:
+            _, fields = read_argsz_struct(caller, arg, V.DMA_UNMAP, V.DMA_UNMAP.size, "VFIO_IOMMU_UNMAP_DMA")
+            if int(fields["flags"]) & ~V.VFIO_DMA_UNMAP_FLAG_ALL:
+                raise KernelError(errno.EINVAL, "iommufd's VFIO compat supports only the ALL unmap flag")
+            self.compat_ioas()
+            return self._compat_not_emulated(cmd)
         raise KernelError(errno.ENOTTY, f"iommufd has no VFIO compat ioctl {cmd:#x}")
+
+    def _compat_not_emulated(self, cmd: int) -> int:
+        log.warning("VFIO compat ioctl %#x on an iommufd is not emulated yet; answering ENOTTY", cmd)
+        raise KernelError(errno.ENOTTY, "not emulated yet")
 
     def check_extension(self, arg: int) -> int:
         if arg in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL):
