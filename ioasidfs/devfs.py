@@ -128,7 +128,7 @@ class DevFs:
         parent = node.parent or node
         entries = [(node.ino, ".", True), (parent.ino, "..", True)]
         entries += [(c.ino, c.name, c.is_dir) for c in node.children.values()]
-        return [DirEntry(i, os.fsencode(name), abi.DT_DIR if is_dir else abi.DT_REG, index + 1)
+        return [DirEntry(i, os.fsencode(name), abi.DirentType.DIR if is_dir else abi.DirentType.REG, index + 1)
                 for index, (i, name, is_dir) in enumerate(entries) if index >= offset]
 
     def releasedir(self, ctx: RequestContext, ino: int, fh: int) -> None:

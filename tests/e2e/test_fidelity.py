@@ -1,0 +1,50 @@
+"""Unmodified C programs under `ioasidfs run`, compared line for line with the real kernel.
+
+tests/expected/NAME.txt is what the kernel printed (the 6.1 VM's output, adjusted to upstream
+where upstream differs: see NAME.notes.md). A line we do not match yet is listed, with the
+reason and the issue that fixes it, in NAME.pending; such a line must still differ (so a fix
+shows up as a failure here until its entry is removed), and every other line must be identical.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support import EXPECTED_DIR, require_root, run_ioasidfs
+
+PROGRAMS = ["container_basics", "ioasid_basics"]
+
+
+def _pending(name: str) -> dict[str, str]:
+    """Expected lines we do not match yet -> why (one per line: `<expected line>  # reason`)."""
+    path = EXPECTED_DIR / f"{name}.pending"
+    pending: dict[str, str] = {}
+    if path.exists():
+        for raw in path.read_text().splitlines():
+            if raw.strip() and not raw.startswith("#"):
+                line, _, why = raw.partition("  # ")
+                pending[line] = why
+    return pending
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_program_output_matches_the_kernel(name: str, compile_c) -> None:  # type: ignore[no-untyped-def]
+    require_root()
+    program: Path = compile_c(name)
+    result = run_ioasidfs(["run", "--", str(program)])
+    assert result.returncode == 0, result.stderr
+    expected = (EXPECTED_DIR / f"{name}.txt").read_text().splitlines()
+    got = result.stdout.splitlines()
+    assert len(got) == len(expected), f"{len(got)} lines printed, the kernel printed {len(expected)}"
+    pending = _pending(name)
+    mismatches = []
+    fixed = []
+    for number, (want, have) in enumerate(zip(expected, got), 1):
+        if want in pending:
+            if want == have:
+                fixed.append(f"line {number} now matches, remove it from {name}.pending: {want}")
+        elif want != have:
+            mismatches.append(f"line {number}: kernel {want!r}, ours {have!r}")
+    assert not mismatches, "\n".join(mismatches)
+    assert not fixed, "\n".join(fixed)

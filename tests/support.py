@@ -1,0 +1,32 @@
+"""Helpers shared by the end-to-end tests (importable as ``support``: tests/ is on sys.path)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+C_DIR = ROOT / "tests" / "c"
+EXPECTED_DIR = ROOT / "tests" / "expected"
+IOASIDFS = [sys.executable, "-m", "ioasidfs"]
+
+
+def ioasidfs_mounts() -> list[str]:
+    with open("/proc/self/mounts") as f:
+        return [line for line in f if line.split()[2] == "fuse.ioasidfs"]
+
+
+def run_ioasidfs(args: Sequence[str], *, timeout: float = 120, input: str | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ioasidfs ARGS`` to completion, capturing text output."""
+    return subprocess.run([*IOASIDFS, *args], capture_output=True, text=True, timeout=timeout,
+                          input=input, cwd=ROOT, env=env)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mount(2) and mount namespaces)")
