@@ -71,6 +71,7 @@ def test_missing_program_is_127() -> None:
 
 def test_signals_are_forwarded_and_nothing_shows_on_the_host(tmp_path: Path) -> None:
     marker = tmp_path / "started"
+    mounts_before = ioasidfs_mounts()
     script = f"trap 'echo got TERM; exit 3' TERM; touch {marker}; while :; do sleep 0.1; done"
     proc = subprocess.Popen([*IOASIDFS, "run", "--", "sh", "-c", script], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -81,7 +82,7 @@ def test_signals_are_forwarded_and_nothing_shows_on_the_host(tmp_path: Path) -> 
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
         # The mount lives in the run's private namespace only.
-        assert ioasidfs_mounts() == []
+        assert ioasidfs_mounts() == mounts_before
         assert not os.path.exists("/dev/ioasid")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
