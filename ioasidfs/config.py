@@ -227,7 +227,8 @@ class _Validator:
         path: Path = ("iommu",)
         self.table(data, path, {"page_sizes", "address_width", "dma_entry_limit", "reserved_regions",
                                 "enforce_cache_coherency"})
-        page_sizes = self.get(data, path, "page_sizes", _list_of(_page_size), (4096, 2 << 20, 1 << 30))
+        default_sizes: tuple[int, ...] = (4096, 2 << 20, 1 << 30)
+        page_sizes = self.get(data, path, "page_sizes", _list_of(_page_size), default_sizes)
         if not page_sizes:
             raise self.fail(path + ("page_sizes",), "needs at least one page size")
         width = self.get(data, path, "address_width", _int_range(12, 64), 39)

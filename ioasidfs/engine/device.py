@@ -53,9 +53,10 @@ class CdevFile(OpenFile):
             raise KernelError(errno.EINVAL, "bad flags or negative iommufd")
         if self.bound:
             raise KernelError(errno.EINVAL, f"{self.device.cdev_name} is already bound")
-        target = caller.resolve_fd(int(fields["iommufd"]))
+        iommufd = int(fields["iommufd"])
+        target = caller.resolve_fd(iommufd)
         if not isinstance(target, IommufdFile):
-            raise KernelError(errno.EBADFD, f"fd {fields['iommufd']} is not an iommufd")
+            raise KernelError(errno.EBADFD, f"fd {iommufd} is not an iommufd")
         log.warning("VFIO_DEVICE_BIND_IOMMUFD is not emulated yet; answering ENOTTY")
         raise KernelError(errno.ENOTTY, "VFIO_DEVICE_BIND_IOMMUFD is not emulated yet")
 

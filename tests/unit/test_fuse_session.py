@@ -499,7 +499,8 @@ def test_destroy_finishes_the_session(session: FuseSession, fs: FakeFilesystem) 
     (ioctl_request(IDENTITY_IOCTL, bytes(8), 8), Dispatch.LOCK_FREE),
     (ioctl_request(BLOCKING_IOCTL), Dispatch.WORKER),
     (ioctl_request(PLAIN_IOCTL), Dispatch.INLINE),
-    (kernel_request(abi.Opcode.LOOKUP, b"vfio\0"), Dispatch.INLINE),
+    (kernel_request(abi.Opcode.LOOKUP, b"vfio\0"), Dispatch.LOCK_FREE),  # metadata: no engine
+    (kernel_request(abi.Opcode.GETATTR, bytes(16)), Dispatch.LOCK_FREE),
     (kernel_request(abi.Opcode.OPEN, struct.pack("<II", 0, 0)), Dispatch.INLINE),
     (kernel_request(abi.Opcode.DESTROY), Dispatch.INLINE),
 ])
