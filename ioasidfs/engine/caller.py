@@ -8,9 +8,33 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 from ..errors import KernelError
+
+PAGE_SIZE = 4096
+"""x86-64 base page: the unit of pinning and of RLIMIT_MEMLOCK accounting (PAGE_SHIFT 12)."""
+PAGE_SHIFT = 12
+
+ProcessKey = tuple[int, int]
+"""Who owns locked memory: (tgid, start time). The kernel charges an ``mm_struct``; a pid alone
+could be reused by a later process, which must not inherit a dead process's charge."""
+
+
+@dataclass(frozen=True)
+class PinScan:
+    """What pinning ``[vaddr, vaddr+size)`` page by page would meet (the kernel's
+    vaddr_get_pfns walk), without pinning anything.
+
+    The kernel charges pages as it pins them, in address order, and stops at the first page it
+    cannot pin. So two numbers decide the outcome: how many pages before the stop would be
+    charged to ``locked_vm`` (ordinary RAM; not the shared zero page, not VM_PFNMAP areas), and
+    the errno of the stop, if any (EFAULT: hole, PROT_NONE, missing permission; EOPNOTSUPP:
+    fs-dax). Whether RLIMIT_MEMLOCK or the fault wins is then the engine's business.
+    """
+
+    charged_pages: int
+    fault: int | None = None
 
 
 class ClientMemory(Protocol):
@@ -40,6 +64,19 @@ class Caller:
     to our own file), which is why ioctls that carry fds run in a worker thread.
     ``can_lock_memory`` tells whether the caller holds CAP_IPC_LOCK; ``memlock_limit`` is its
     RLIMIT_MEMLOCK in bytes (-1 = unlimited). Both are looked up lazily: most calls need neither.
+
+    What VFIO_IOMMU_MAP_DMA needs to pin memory the way the kernel would:
+
+    * ``check_user_range(vaddr, size, write)`` walks the caller's mappings as pinning would
+      (FOLL_WRITE when ``write``) and returns a :class:`PinScan`. It must not change anything.
+    * ``locked_pages()`` is the caller's own ``mm->locked_vm`` in pages (VmLck: its mlock()ed
+      memory and any real pins), to which the engine adds the pages it charged itself; the sum
+      is what RLIMIT_MEMLOCK is checked against.
+    * ``start_time()`` (clock ticks since boot, /proc/PID/stat field 22) tells one process from
+      a later one with the same pid; see :data:`ProcessKey`.
+
+    The defaults describe a caller whose every page is pinnable and charged, with nothing
+    locked yet and no limit: right for tests that do not care, wrong for a real process.
     """
 
     pid: int
@@ -48,41 +85,103 @@ class Caller:
     tgid: Callable[[], int] | None = None
     can_lock_memory: Callable[[], bool] = field(default=lambda: True)
     memlock_limit: Callable[[], int] = field(default=lambda: -1)
+    check_user_range: Callable[[int, int, bool], PinScan] = field(
+        default=lambda vaddr, size, write: PinScan(size // PAGE_SIZE))
+    locked_pages: Callable[[], int] = field(default=lambda: 0)
+    start_time: Callable[[], int] = field(default=lambda: 0)
 
     def process(self) -> int:
         """The caller's thread group (process) id: what the kernel calls current->mm's owner."""
         return self.tgid() if self.tgid is not None else self.pid
+
+    def process_key(self) -> ProcessKey:
+        """The owner of what this caller locks: its mm, named so a reused pid cannot inherit it."""
+        return (self.process(), self.start_time())
 
 
 def _no_fds(fd: int) -> object:
     raise KernelError(errno.EBADF, f"fd {fd} is not open")
 
 
+MemoryKind = Literal["ram", "untouched", "pfnmap", "io", "dirty-tracked-file"]
+"""What backs a :class:`FakeMemory` region, as far as pinning cares:
+
+* ``ram``: ordinary pages (anonymous, shmem, hugetlbfs...): pinnable, each charged.
+* ``untouched``: private anonymous memory never written: a read-only pin gets the shared zero
+  page (not charged); a WRITE pin faults real pages in (charged).
+* ``pfnmap``: a VM_PFNMAP area such as a device BAR mmap: pinnable, never charged.
+* ``io``: VM_IO without VM_PFNMAP: GUP refuses it and nothing catches it, EFAULT.
+* ``dirty-tracked-file``: a MAP_SHARED file on a filesystem that tracks dirty pages (ext4...):
+  read pins work, FOLL_LONGTERM|FOLL_WRITE pins fail EFAULT (>= 6.5).
+"""
+
+
+@dataclass
+class FakeRegion:
+    """One mapping of a :class:`FakeMemory`: bytes, protections (``"r"``, ``"w"``) and kind."""
+
+    data: bytearray
+    prot: str = "rw"
+    kind: MemoryKind = "ram"
+
+
 class FakeMemory:
-    """An in-memory address space for tests: a few mapped ranges, EFAULT everywhere else."""
+    """An in-memory address space for tests: a few mapped ranges, EFAULT everywhere else.
+
+    ``read``/``write`` are copy_from_user/copy_to_user and honour the regions' protections;
+    ``scan_pin`` is the :class:`Caller` ``check_user_range`` of this address space.
+    """
 
     def __init__(self) -> None:
-        self.regions: dict[int, bytearray] = {}
+        self.regions: dict[int, FakeRegion] = {}
 
-    def map(self, addr: int, size_or_data: int | bytes) -> int:
+    def map(self, addr: int, size_or_data: int | bytes, *, prot: str = "rw",
+            kind: MemoryKind = "ram") -> int:
         data = bytearray(size_or_data) if isinstance(size_or_data, int) else bytearray(size_or_data)
-        self.regions[addr] = data
+        self.regions[addr] = FakeRegion(data, prot, kind)
         return addr
 
-    def _find(self, addr: int, size: int) -> tuple[bytearray, int]:
-        for base, data in self.regions.items():
-            if base <= addr and addr + size <= base + len(data):
-                return data, addr - base
-        raise KernelError(errno.EFAULT, f"{size} bytes at {addr:#x} are not mapped")
+    def unmap(self, addr: int) -> None:
+        del self.regions[addr]
+
+    def _region_at(self, addr: int) -> tuple[int, FakeRegion] | None:
+        for base, region in self.regions.items():
+            if base <= addr < base + len(region.data):
+                return base, region
+        return None
+
+    def _find(self, addr: int, size: int, access: str) -> tuple[bytearray, int]:
+        for base, region in self.regions.items():
+            if base <= addr and addr + size <= base + len(region.data) and access in region.prot:
+                return region.data, addr - base
+        raise KernelError(errno.EFAULT, f"{size} bytes at {addr:#x} are not mapped {access}")
 
     def read(self, addr: int, size: int) -> bytes:
         if size == 0:
             return b""
-        data, off = self._find(addr, size)
+        data, off = self._find(addr, size, "r")
         return bytes(data[off:off + size])
 
     def write(self, addr: int, data: bytes) -> None:
         if not data:
             return
-        region, off = self._find(addr, len(data))
+        region, off = self._find(addr, len(data), "w")
         region[off:off + len(data)] = data
+
+    def scan_pin(self, vaddr: int, size: int, write: bool) -> PinScan:
+        """Pinning's page walk over this address space (see :class:`MemoryKind`)."""
+        charged = 0
+        for page in range(vaddr, vaddr + size, PAGE_SIZE):
+            found = self._region_at(page)
+            if found is None:
+                return PinScan(charged, errno.EFAULT)
+            region = found[1]
+            needed = "w" if write else "r"
+            if needed not in region.prot or region.kind == "io":
+                return PinScan(charged, errno.EFAULT)
+            if region.kind == "dirty-tracked-file" and write:
+                return PinScan(charged, errno.EFAULT)
+            if region.kind == "ram" or region.kind == "dirty-tracked-file" or (
+                    region.kind == "untouched" and write):
+                charged += 1
+        return PinScan(charged)
