@@ -17,6 +17,7 @@ from .device import CdevFile, Device
 from .files import FileKind, OpenFile
 from .group import Group, GroupFile
 from .iommufd import IommufdContext, IommufdFile
+from .locked import LockedMemory
 from .type1 import ContainerFile, Type1Container
 
 log = logging.getLogger("ioasidfs.engine")
@@ -33,12 +34,14 @@ class Engine:
         self.still_open = still_open
         self.groups = {g.id: Group(g) for g in config.groups}
         self.devices = {d.bdf: Device(d, i) for i, d in enumerate(config.devices)}
+        # Pinned pages count against each process's RLIMIT_MEMLOCK across all its containers.
+        self.locked_memory = LockedMemory()
 
     def open(self, kind: FileKind, key: object, caller: Caller) -> OpenFile:
         if kind is FileKind.CONTAINER:
             if self.config.container_personality == "iommufd":
                 return IommufdFile(IommufdContext(self.config.iommu, as_vfio_container=True))
-            return ContainerFile(Type1Container(self.config.iommu))
+            return ContainerFile(Type1Container(self.config.iommu, self.locked_memory))
         if kind is FileKind.IOMMUFD:
             return IommufdFile(IommufdContext(self.config.iommu))
         if kind is FileKind.GROUP:
