@@ -19,9 +19,11 @@ import ctypes
 import errno
 import os
 import resource
+import struct
 from dataclasses import dataclass
 from typing import Callable
 
+from .engine.caller import PAGE_SIZE, PinScan
 from .errors import KernelError
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -123,6 +125,189 @@ def memlock_limit(pid: int) -> int:
     except (OSError, ProcessLookupError):
         raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
     return soft
+
+
+def locked_pages(pid: int) -> int:
+    """The process's own ``mm->locked_vm`` in pages: VmLck of /proc/PID/status (mlock()ed memory
+    and real pins), which RLIMIT_MEMLOCK covers together with the pages our pins charge."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmLck:"):
+                    return int(line.split()[1]) * 1024 // PAGE_SIZE
+    except OSError:
+        raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
+    return 0  # a kernel thread has no mm
+
+
+def start_time(pid: int) -> int:
+    """When the process started (clock ticks since boot, /proc/PID/stat field 22): with the
+    pid, a name no later process can have."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
+    # The command name (field 2) may hold spaces and parentheses: count from its last ')'.
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+# ------------------------------------------------------------------------------------------
+# Pinning: what get_user_pages(FOLL_LONGTERM) would make of a range of the caller's memory.
+
+@dataclass(frozen=True)
+class Vma:
+    """One line of /proc/PID/maps."""
+
+    start: int
+    end: int
+    perms: str  # "rwxp" / "rw-s"
+    device: tuple[int, int]  # of the file's filesystem (major, minor)
+    inode: int
+    name: str
+
+    @property
+    def shared(self) -> bool:
+        return self.perms[3] == "s"
+
+    @property
+    def private_anonymous(self) -> bool:
+        """Anonymous private memory, where a read fault maps the shared zero page."""
+        return self.inode == 0 and not self.shared and (
+            self.name in ("", "[heap]", "[stack]") or self.name.startswith("[anon:"))
+
+    @property
+    def maybe_special(self) -> bool:
+        """Could be VM_PFNMAP or VM_IO (a device mmap, vvar...): only smaps can tell."""
+        return self.name.startswith(("/dev/", "anon_inode:")) or (
+            self.name.startswith("[") and not self.private_anonymous)
+
+
+def _vmas(pid: int, start: int, end: int) -> list[Vma]:
+    """The VMAs of ``pid`` overlapping [start, end), ascending (/proc/PID/maps is sorted)."""
+    found = []
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            for line in f:
+                fields = line.split(None, 5)
+                low, high = (int(x, 16) for x in fields[0].split(b"-"))
+                if high <= start:
+                    continue
+                if low >= end:
+                    break
+                major, minor = (int(x, 16) for x in fields[3].split(b":"))
+                name = fields[5].strip().decode(errors="replace") if len(fields) > 5 else ""
+                found.append(Vma(low, high, fields[1].decode(), (major, minor), int(fields[4]), name))
+    except OSError:
+        raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
+    return found
+
+
+def _vm_flags(pid: int, vma: Vma) -> set[str]:
+    """The VmFlags of one VMA from /proc/PID/smaps (read only up to that VMA: smaps walks the
+    page tables of every entry it prints)."""
+    header = f"{vma.start:x}-{vma.end:x} ".encode()
+    try:
+        with open(f"/proc/{pid}/smaps", "rb") as f:
+            inside = False
+            for line in f:
+                if line.startswith(header):
+                    inside = True
+                elif inside and line.startswith(b"VmFlags:"):
+                    return set(line.decode().split()[1:])
+    except OSError:
+        raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
+    return set()
+
+
+# Filesystems whose shared mappings need no dirty tracking (no page_mkwrite, no writeback):
+# a long-term writable pin of them is fine. Everything else is refused (>= 6.5).
+_NO_WRITEBACK_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "hugetlbfs", "devtmpfs"})
+
+
+def _filesystem_type(pid: int, device: tuple[int, int]) -> str | None:
+    """fstype of the caller's mount with this device number; None for internal mounts (shmem
+    behind memfd or MAP_SHARED|MAP_ANONYMOUS, SysV shm...)."""
+    wanted = f"{device[0]}:{device[1]}".encode()
+    try:
+        with open(f"/proc/{pid}/mountinfo", "rb") as f:
+            for line in f:
+                fields = line.split()
+                if fields[2] == wanted:
+                    return fields[fields.index(b"-") + 1].decode()
+    except OSError:
+        raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
+    return None
+
+
+_PM_PRESENT = 1 << 63
+_PM_SWAPPED = 1 << 62
+_PM_FILE = 1 << 61
+_PM_EXCLUSIVE = 1 << 56
+
+
+def _zero_pages(pid: int, start: int, end: int) -> int:
+    """How many pages of [start, end) (private anonymous memory) a read-only pin would find
+    backed by the shared zero page: never written and not swapped out, or mapped to a page that
+    is neither file-backed nor exclusively this process's (the zero page after a read fault).
+    Without access to /proc/PID/pagemap, 0 (every page charged)."""
+    count = (end - start) // PAGE_SIZE
+    try:
+        with open(f"/proc/{pid}/pagemap", "rb") as f:
+            f.seek(start // PAGE_SIZE * 8)
+            entries = f.read(count * 8)
+    except OSError:
+        return 0
+    zero = 0
+    for (entry,) in struct.iter_unpack("<Q", entries):
+        if entry & _PM_PRESENT:
+            zero += not entry & (_PM_FILE | _PM_EXCLUSIVE)
+        else:
+            zero += not entry & _PM_SWAPPED
+    return zero
+
+
+def user_range_ok(pid: int, vaddr: int, size: int, write: bool) -> PinScan:
+    """What pinning [vaddr, vaddr+size) of process ``pid`` for VFIO_IOMMU_MAP_DMA would meet,
+    page by page in address order (vfio_iommu_type1.c:vaddr_get_pfns, mm/gup.c:check_vma_flags).
+
+    * No VMA, or a VMA without the needed permission (VM_WRITE for a WRITE pin, VM_READ for a
+      read-only one): EFAULT. PROT_NONE is a VMA with neither.
+    * VM_PFNMAP areas (device BAR mmaps): pinnable, not charged. VM_IO without VM_PFNMAP: EFAULT.
+    * A WRITE pin of a MAP_SHARED file on a filesystem that tracks dirty pages: EFAULT.
+    * A read-only pin of never-written private anonymous memory gets the shared zero page,
+      which is not charged. Every other page is charged once per pin.
+
+    Known gaps: a THP-enabled area's huge zero page (the kernel charges it), fs-dax
+    (EOPNOTSUPP), and a WRITE pin's side effect of faulting pages in (we do not populate the
+    caller's memory, so a later read-only pin of those pages may be charged less).
+    """
+    end = vaddr + size
+    charged = 0
+    addr = vaddr
+    needed = "w" if write else "r"
+    for vma in _vmas(pid, vaddr, end):
+        if vma.start > addr or needed not in vma.perms:
+            return PinScan(charged, errno.EFAULT)
+        stop = min(vma.end, end)
+        pages = (stop - addr) // PAGE_SIZE
+        if vma.maybe_special:
+            flags = _vm_flags(pid, vma)
+            if "pf" in flags:
+                addr = stop
+                continue
+            if "io" in flags:
+                return PinScan(charged, errno.EFAULT)
+        if write and vma.shared and vma.inode and \
+                _filesystem_type(pid, vma.device) not in _NO_WRITEBACK_FILESYSTEMS | {None}:
+            return PinScan(charged, errno.EFAULT)
+        if vma.private_anonymous and not write:
+            pages -= _zero_pages(pid, addr, stop)
+        charged += pages
+        addr = stop
+        if addr >= end:
+            return PinScan(charged)
+    return PinScan(charged, errno.EFAULT) if addr < end else PinScan(charged)
 
 
 def _pidfd_getfd(pidfd: int, fd: int) -> int:
