@@ -460,7 +460,8 @@ def test_unmap_whose_write_back_faults_has_still_unmapped() -> None:
 
 
 def test_unmap_null_is_efault() -> None:
-    assert Env().call(Env().container, V.VFIO_IOMMU_UNMAP_DMA, 0) == -errno.EFAULT
+    env = Env()
+    assert env.call(env.container, V.VFIO_IOMMU_UNMAP_DMA, 0) == -errno.EFAULT
 
 
 # ============================================================================ UPDATE_VADDR
