@@ -7,9 +7,8 @@ insertions and removals are a memmove). The interface is deliberately small -- i
 find one overlapping a range, iterate a range -- so that a faster translation structure can
 replace it without touching the ioctl code.
 
-Addresses are exact integers: IOVA arithmetic never wraps here. The kernel's u64 arithmetic
-would wrap only for a mapping ending at 2^64, which no valid IOVA range reaches (the aperture
-is at most 2^64 - 1 and mappings end one past their last byte).
+Addresses are exact integers, so a mapping may end exactly at 2^64: since 6.18 the kernel
+compares inclusive ends for that reason (before, ``iova + size`` wrapped to 0 there).
 """
 from __future__ import annotations
 

@@ -158,15 +158,19 @@ class Type1Iommu:
         flags, vaddr, iova, size = (_int(fields, name) for name in ("flags", "vaddr", "iova", "size"))
         if flags & ~_MAP_FLAGS:
             raise KernelError(errno.EINVAL, f"MAP_DMA: unknown flags {flags & ~_MAP_FLAGS:#x}")
+        # Since 6.18 ("vfio: handle DMA map/unmap up to the addressable limit") size 0 and
+        # overflow are checked before anything else, overflow with EOVERFLOW (EINVAL before).
+        if not size:
+            raise KernelError(errno.EINVAL, "MAP_DMA: size 0")
+        if _last_byte(iova, size) is None or _last_byte(vaddr, size) is None:
+            raise KernelError(errno.EOVERFLOW, "MAP_DMA: the range runs past 2^64")
         prot = flags & _PROT_FLAGS
         set_vaddr = bool(flags & V.VFIO_DMA_MAP_FLAG_VADDR)
         if bool(prot) == set_vaddr:
             raise KernelError(errno.EINVAL, "MAP_DMA: VADDR takes no READ/WRITE; a mapping needs one")
-        if not size or (size | iova | vaddr) & (self.pgsize - 1):
+        if (size | iova | vaddr) & (self.pgsize - 1):
             raise KernelError(errno.EINVAL, f"MAP_DMA: iova {iova:#x}, vaddr {vaddr:#x}, size "
-                                            f"{size:#x} must be non-zero multiples of {self.pgsize:#x}")
-        if iova + size > _U64_LIMIT or vaddr + size > _U64_LIMIT:
-            raise KernelError(errno.EINVAL, "MAP_DMA: the range wraps around 2^64")
+                                            f"{size:#x} must be multiples of {self.pgsize:#x}")
         existing = self.mappings.find_overlapping(iova, size)
         if set_vaddr:
             return self._update_vaddr(caller, existing, iova, size, vaddr)
@@ -254,16 +258,21 @@ class Type1Iommu:
         if unmap_all:
             if iova or size:
                 raise KernelError(errno.EINVAL, "UNMAP_DMA(ALL): iova and size must be 0")
-            size = _U64_LIMIT - 1
-        elif not size or size & (self.pgsize - 1) or iova + size > _U64_LIMIT:
-            raise KernelError(errno.EINVAL, f"UNMAP_DMA: bad size {size:#x} at {iova:#x}")
+            last = _U64_LIMIT - 1
+        else:
+            if not size or size & (self.pgsize - 1):
+                raise KernelError(errno.EINVAL, f"UNMAP_DMA: bad size {size:#x}")
+            last_byte = _last_byte(iova, size)
+            if last_byte is None:
+                raise KernelError(errno.EOVERFLOW, "UNMAP_DMA: the range runs past 2^64")
+            last = last_byte
         if get_bitmap and (not self.dirty_tracking or bitmap_pgsize != self.pgsize):
             raise KernelError(errno.EINVAL, "UNMAP_DMA: dirty tracking is off or the bitmap's "
                                             "page size is not the IOMMU's smallest")
         if self.v2 and not unmap_all:
-            self._refuse_bisection(iova, size, "UNMAP_DMA")
+            self._refuse_bisection(iova, last, "UNMAP_DMA")
         unmapped = 0
-        candidates = self.mappings.iterate(iova, iova + size)
+        candidates = self.mappings.iterate(iova, last + 1)
         for index, mapping in enumerate(candidates):
             if not self.v2 and iova > mapping.iova:
                 break  # v1: a request starting inside a mapping unmaps nothing from there on
@@ -286,16 +295,16 @@ class Type1Iommu:
         copy_out(caller, arg, bytes(raw))
         return 0
 
-    def _refuse_bisection(self, iova: int, size: int, what: str) -> None:
-        """v2: a range may cover mappings whole, never cut one (EINVAL)."""
+    def _refuse_bisection(self, iova: int, last: int, what: str) -> None:
+        """v2: the range [iova, last] may cover mappings whole, never cut one (EINVAL)."""
         first = self.mappings.find_overlapping(iova, 1)
         if first is not None and first.iova != iova:
             raise KernelError(errno.EINVAL, f"{what}: {iova:#x} is inside [{first.iova:#x}, "
                                             f"{first.end:#x})")
-        last = self.mappings.find_overlapping(iova + size - 1, 1)
-        if last is not None and last.end != iova + size:
-            raise KernelError(errno.EINVAL, f"{what}: {iova + size:#x} is inside [{last.iova:#x}, "
-                                            f"{last.end:#x})")
+        final = self.mappings.find_overlapping(last, 1)
+        if final is not None and final.end != last + 1:
+            raise KernelError(errno.EINVAL, f"{what}: {last + 1:#x} is inside [{final.iova:#x}, "
+                                            f"{final.end:#x})")
 
     def _remove(self, mapping: DmaMapping) -> None:
         """vfio_remove_dma: unmap, unpin, give the charge back to the owner, free the slot."""
@@ -345,23 +354,33 @@ class Type1Iommu:
         request = V.DIRTY_BITMAP_GET.unpack(copy_in(caller, arg + _DIRTY_MINSZ, V.DIRTY_BITMAP_GET.size))
         iova, size, pgsize, bitmap_size, bitmap_data = (
             _int(request, n) for n in ("iova", "size", "bitmap_pgsize", "bitmap_size", "bitmap_data"))
-        if iova + size >= _U64_LIMIT:
-            raise KernelError(errno.EINVAL, "DIRTY_PAGES(GET_BITMAP): the range wraps around 2^64")
+        if not size:
+            raise KernelError(errno.EINVAL, "DIRTY_PAGES(GET_BITMAP): size 0")
+        last = _last_byte(iova, size)
+        if last is None:
+            raise KernelError(errno.EOVERFLOW, "DIRTY_PAGES(GET_BITMAP): the range runs past 2^64")
         if not access_ok(bitmap_data, bitmap_size):
             raise KernelError(errno.EINVAL, "DIRTY_PAGES(GET_BITMAP): the bitmap is not user memory")
         verify_bitmap_size(pages_in(size, pgsize), bitmap_size)
         if pgsize != self.pgsize:
             raise KernelError(errno.EINVAL, f"DIRTY_PAGES(GET_BITMAP): page size {pgsize:#x} is not "
                                             f"{self.pgsize:#x}")
-        if iova & (self.pgsize - 1) or not size or size & (self.pgsize - 1):
+        if iova & (self.pgsize - 1) or size & (self.pgsize - 1):
             raise KernelError(errno.EINVAL, "DIRTY_PAGES(GET_BITMAP): iova or size not page aligned")
         if not self.dirty_tracking:
             raise KernelError(errno.EINVAL, "DIRTY_PAGES(GET_BITMAP): dirty tracking is off")
-        self._refuse_bisection(iova, size, "DIRTY_PAGES(GET_BITMAP)")
-        for mapping in self.mappings.iterate(iova, iova + size):
+        self._refuse_bisection(iova, last, "DIRTY_PAGES(GET_BITMAP)")
+        for mapping in self.mappings.iterate(iova, last + 1):
             update_user_bitmap(caller, bitmap_data, mapping, iova, self.pgshift)
             clear_reported(mapping, self.pgshift)
         return 0
+
+
+def _last_byte(start: int, size: int) -> int | None:
+    """check_add_overflow(start, size - 1): the range's last byte, or None past 2^64 - 1.
+    Inclusive ends let a range end exactly at the top of the address space (>= 6.18)."""
+    last = start + size - 1
+    return last if last < _U64_LIMIT else None
 
 
 def _int(fields: Mapping[str, FieldValue], name: str) -> int:

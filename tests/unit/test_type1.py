@@ -60,11 +60,14 @@ class Env:
     """An engine with one container holding group 1, set to type1 (v1) or type1v2."""
 
     def __init__(self, v2: bool = True, *, dma_entry_limit: int | None = None,
-                 memlock: int = -1, cap: bool = False) -> None:
+                 memlock: int = -1, cap: bool = False, address_width: int | None = None) -> None:
         config = load_config(None)
+        iommu = config.iommu
         if dma_entry_limit is not None:
-            config = dataclasses.replace(
-                config, iommu=dataclasses.replace(config.iommu, dma_entry_limit=dma_entry_limit))
+            iommu = dataclasses.replace(iommu, dma_entry_limit=dma_entry_limit)
+        if address_width is not None:
+            iommu = dataclasses.replace(iommu, address_width=address_width)
+        config = dataclasses.replace(config, iommu=iommu)
         self.engine = Engine(config, still_open=lambda f: True)
         self.fds: dict[int, object] = {}
         self.proc = Process(self, 100, memlock, cap)
@@ -224,8 +227,14 @@ def test_get_info_chain_that_cannot_be_copied_fails_before_the_header() -> None:
     ("size not page aligned", 0x100000, 0x800, RAM, RW, 32, errno.EINVAL),
     ("iova not page aligned", 0x100800, PAGE, RAM, RW, 32, errno.EINVAL),
     ("vaddr not page aligned", 0x100000, PAGE, RAM + 0x10, RW, 32, errno.EINVAL),
-    ("iova wraps", 0xFFFFFFFFFFFFF000, 0x2000, RAM, RW, 32, errno.EINVAL),
-    ("vaddr wraps", 0x100000, 0x2000, 0xFFFFFFFFFFFFF000, RW, 32, errno.EINVAL),
+    # >= 6.18: size 0 and overflow come first, overflow is EOVERFLOW (6.1: EINVAL, after prot)
+    ("iova wraps", 0xFFFFFFFFFFFFF000, 0x2000, RAM, RW, 32, errno.EOVERFLOW),
+    ("vaddr wraps", 0x100000, 0x2000, 0xFFFFFFFFFFFFF000, RW, 32, errno.EOVERFLOW),
+    ("size wraps", 0x110000, 0xFFFFFFFFFFFFF000, RAM, RW, 32, errno.EOVERFLOW),
+    ("wraps, and no READ/WRITE", 0xFFFFFFFFFFFFF000, 0x2000, RAM, 0, 32, errno.EOVERFLOW),
+    ("wraps, and unaligned", 0xFFFFFFFFFFFFF800, 0x1000, RAM, RW, 32, errno.EOVERFLOW),
+    ("size 0 and no READ/WRITE", 0x100000, 0, RAM, 0, 32, errno.EINVAL),
+    ("ends at 2^64, outside the aperture", 0xFFFFFFFFFFFFF000, 0x1000, RAM, RW, 32, errno.EINVAL),
     ("inside the MSI window", MSI, PAGE, RAM, RW, 32, errno.EINVAL),
     ("across the MSI window's start", MSI - PAGE, 2 * PAGE, RAM, RW, 32, errno.EINVAL),
     ("past the aperture", APERTURE_END, PAGE, RAM, RW, 32, errno.EINVAL),
@@ -408,7 +417,8 @@ def test_unmap_worked_examples_v1_and_v2(iova: int, size: int, flags: int, v1: t
     ("iova not aligned", dict(iova=0x1800, size=PAGE), -errno.EINVAL),
     ("size 0", dict(iova=0x1000, size=0), -errno.EINVAL),
     ("size not aligned", dict(iova=0x1000, size=0x800), -errno.EINVAL),
-    ("wraps", dict(iova=0xFFFFFFFFFFFFF000, size=0x2000), -errno.EINVAL),
+    ("wraps", dict(iova=0xFFFFFFFFFFFFF000, size=0x2000), -errno.EOVERFLOW),  # >= 6.18
+    ("wraps, size unaligned", dict(iova=0xFFFFFFFFFFFFF000, size=0x2800), -errno.EINVAL),
     ("ends at 2^64 exactly", dict(iova=0xFFFFFFFFFFFFF000, size=0x1000), 0),
     ("ALL with an iova", dict(iova=0x1000, size=0, flags=ALL), -errno.EINVAL),
     ("ALL with a size", dict(iova=0, size=PAGE, flags=ALL), -errno.EINVAL),
@@ -579,7 +589,9 @@ def test_dirty_bitmap_reports_every_page_with_the_kernels_word_quirks() -> None:
 
 
 @pytest.mark.parametrize("get, err", [
-    ((0xFFFFFFFFFFFFF000, 0x1000, PAGE, 8, BITMAP), errno.EINVAL),  # iova + size wraps to 0
+    ((0xFFFFFFFFFFFFF000, 0x2000, PAGE, 8, BITMAP), errno.EOVERFLOW),  # >= 6.18 (6.1: EINVAL)
+    ((0xFFFFFFFFFFFFF000, 0x1000, PAGE, 8, BITMAP), 0),  # ends at 2^64: fine since 6.18
+    ((0xFFFFFFFFFFFFF000, 0x2000, 0, 0, 1 << 47), errno.EOVERFLOW),  # before the bitmap checks
     ((0, PAGE, PAGE, 8, 1 << 47), errno.EINVAL),  # access_ok
     ((0, PAGE, PAGE, 0, BITMAP), errno.EINVAL),
     ((0, 0, PAGE, 8, BITMAP), errno.EINVAL),  # size 0: npages 0
@@ -608,6 +620,22 @@ def test_mappings_made_while_tracking_are_reported() -> None:
     env.set_bitmap_words(0)
     assert env.get_bitmap(0x40000, 0x40000, 8) == 0
     assert env.bitmap_words(1) == [0b11]
+
+
+def test_a_mapping_may_end_at_the_top_of_a_64_bit_aperture() -> None:
+    """>= 6.18 compares inclusive ends: the last page of a 64-bit address space can be mapped,
+    found, reported and unmapped (before, iova + size wrapped to 0 and unmap missed it)."""
+    env = Env(address_width=64)
+    top = (1 << 64) - PAGE
+    assert env.map(top, PAGE) == 0
+    assert env.map(top, PAGE) == -errno.EEXIST
+    assert env.dirty(START) == 0
+    env.set_bitmap_words(0)
+    assert env.get_bitmap(top, PAGE, 8) == 0
+    assert env.bitmap_words(1) == [1]
+    assert env.unmap(top, PAGE) == (0, PAGE)
+    assert env.map(top, PAGE) == 0
+    assert env.unmap(0, 0, ALL) == (0, PAGE)
 
 
 # ============================================================================ lifetime
