@@ -1,0 +1,160 @@
+"""The supervisor against a real seccomp filter, with a fake handler instead of the filesystem.
+
+A forked child installs a filter (NO_NEW_PRIVS: no root needed) trapping a few private ioctl
+numbers and FIONREAD, issues them, and reports what its ioctl() calls returned. Every kind of
+answer is exercised: a value, an errno, CONTINUE (the fd is not ours, or the handler says so),
+a new fd (ADDFD|SEND, O_CLOEXEC), a handler crash (EIO), and the end of supervision when the
+last filtered task exits.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from ioasidfs import seccomp
+from ioasidfs.errors import KernelError
+from ioasidfs.supervisor import NewFile, supervise
+from ioasidfs.uapi.ioctl import IO
+
+pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86_64 only")
+
+T_VALUE = IO("Z", 1)
+T_ERRNO = IO("Z", 2)
+T_NEWFD = IO("Z", 3)
+T_CRASH = IO("Z", 4)
+T_UNOPENABLE = IO("Z", 5)
+FIONREAD = 0x541B
+
+
+class FakeNewFile:
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.abandoned = False
+
+    def open(self) -> int:
+        if self.path is None:
+            raise KernelError(errno.ENXIO, "cannot open")
+        return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+
+class FakeHandler:
+    def __init__(self, ours: int, new_file_path: str) -> None:
+        self.ours = ours
+        self.new_file_path = new_file_path
+        self.calls: list[tuple[int, int, int, int]] = []
+        self.unopenable = FakeNewFile(None)
+
+    def may_be_ours(self, pid: int, fd: int) -> bool:
+        return fd == self.ours
+
+    def trapped_ioctl(self, pid: int, fd: int, cmd: int, arg: int) -> int | NewFile | None:
+        self.calls.append((pid, fd, cmd, arg))
+        if cmd == T_VALUE:
+            return 42 + arg
+        if cmd == T_ERRNO:
+            raise KernelError(errno.ENOTTY, "no such ioctl")
+        if cmd == T_NEWFD:
+            return FakeNewFile(self.new_file_path)
+        if cmd == T_UNOPENABLE:
+            return self.unopenable
+        if cmd == T_CRASH:
+            raise RuntimeError("a bug in the handler")
+        return None  # FIONREAD: "not ours after all"
+
+
+def _child(ours: int, other: int, report: int, sock: socket.socket) -> None:  # pragma: no cover
+    results: dict[str, object] = {}
+
+    def call(name: str, fd: int, cmd: int, arg: int | bytearray = 0) -> None:
+        try:
+            if isinstance(arg, bytearray):
+                fcntl.ioctl(fd, cmd, arg, True)
+                results[name] = int.from_bytes(arg[:4], "little")
+            else:
+                results[name] = fcntl.ioctl(fd, cmd, arg)
+        except OSError as e:
+            results[name] = errno.errorcode[e.errno or 0]
+
+    try:
+        seccomp.set_no_new_privs()
+        listener = seccomp.install_filter(seccomp.build_filter(
+            [T_VALUE, T_ERRNO, T_NEWFD, T_CRASH, T_UNOPENABLE, FIONREAD]))
+        socket.send_fds(sock, [b"L"], [listener])
+        os.close(listener)
+        call("value", ours, T_VALUE, 5)
+        call("errno", ours, T_ERRNO)
+        call("not-ours", other, T_VALUE)  # CONTINUE: a pipe knows no such ioctl
+        call("fionread-continued", ours, FIONREAD, bytearray(4))  # handler says None
+        call("crash", ours, T_CRASH)
+        call("unopenable", ours, T_UNOPENABLE)
+        call("newfd", ours, T_NEWFD)
+        newfd = results["newfd"]
+        if isinstance(newfd, int):
+            results["newfd-cloexec"] = bool(fcntl.fcntl(newfd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+            results["newfd-content"] = os.read(newfd, 100).decode()
+            results["lowest-free"] = os.dup(0) - 1 == newfd
+        os.write(report, json.dumps(results).encode())
+    finally:
+        os._exit(0)
+
+
+def test_every_kind_of_answer(tmp_path: Path) -> None:
+    content = tmp_path / "device"
+    content.write_text("the new file")
+    ours_r, ours_w = os.pipe()
+    os.write(ours_w, b"12345")
+    other_r, other_w = os.pipe()
+    report_r, report_w = os.pipe()
+    parent_sock, child_sock = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        _child(ours_r, other_r, report_w, child_sock)
+    child_sock.close()
+    os.close(report_w)
+    handler = FakeHandler(ours_r, str(content))
+    try:
+        _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)
+        assert len(fds) == 1
+
+        async def main() -> None:
+            with trio.fail_after(20):
+                # Returns by itself once the child (the only filtered task) has exited.
+                await supervise(fds[0], handler, trio.Lock())
+
+        trio.run(main)
+        results = json.loads(os.read(report_r, 65536))
+    finally:
+        _, status = os.waitpid(pid, 0)
+        for fd in (ours_r, ours_w, other_r, other_w, report_r):
+            os.close(fd)
+        parent_sock.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert results == {
+        "value": 47,
+        "errno": "ENOTTY",
+        "not-ours": "ENOTTY",
+        "fionread-continued": 5,  # the real FIONREAD ran on the pipe
+        "crash": "EIO",
+        "unopenable": "ENXIO",
+        "newfd": results["newfd"],
+        "newfd-cloexec": True,
+        "newfd-content": "the new file",
+        "lowest-free": True,
+    }
+    assert isinstance(results["newfd"], int) and results["newfd"] > 2
+    assert handler.unopenable.abandoned
+    # The handler saw the caller's thread id and the raw arguments; "not-ours" never reached it.
+    assert [(fd, cmd, arg) for _, fd, cmd, arg in handler.calls] == [
+        (ours_r, T_VALUE, 5), (ours_r, T_ERRNO, 0), (ours_r, FIONREAD, handler.calls[2][3]),
+        (ours_r, T_CRASH, 0), (ours_r, T_UNOPENABLE, 0), (ours_r, T_NEWFD, 0)]
+    assert {call_pid for call_pid, _, _, _ in handler.calls} == {pid}
