@@ -8,6 +8,10 @@ a release drops the file. It also owns the two things only a filesystem can know
   it (pidfd_getfd); if the copy lives on our mount, we ask *it* which open file it is, with a
   private sized ioctl the daemon answers with the file handle the kernel gives it. That ioctl is
   issued from a worker thread holding the engine lock, so it is answered lock-free.
+* **ioctls FUSE cannot answer like a char device.** ``ioasidfs run`` traps them with seccomp
+  (:mod:`ioasidfs.supervisor`); :meth:`DevFs.trapped_ioctl` answers them through the same
+  (traced) path as a FUSE ioctl, or as the VFS would for a char device (:mod:`ioasidfs.vfs`),
+  and may answer with a new open file for the caller (:class:`StagedFile`).
 * **whether a file is still held.** FUSE sends RELEASE asynchronously after the last close(); the
   kernel's VFIO has released a group before close() returns. Before an exclusive open says EBUSY
   we look for an fd of the holder's node in /proc (fdinfo: inode and mount id; reading it never
@@ -19,13 +23,15 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import stat
 import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Union
 
+from . import vfs
 from .client import ProcessFds, ProcessMemory, memlock_limit, read_status, CAP_IPC_LOCK
 from .engine import FOREIGN, Caller, ClientMemory, Engine, OpenFile
 from .engine.files import FileKind
@@ -45,6 +51,10 @@ IDENTIFY = IOR(0xA5, 0x1D, 16)
 """Private ioctl: "which open file are you?". Answered with (token, fh), only to our own threads."""
 _IDENTIFY_REPLY = struct.Struct("<QQ")
 _MAX_STRING = 4096
+CAP_SYS_ADMIN = 21
+
+IoctlResult = Union[int, OpenFile]
+"""What a driver's ioctl gives: a value, or (VFIO_GROUP_GET_DEVICE_FD) a new open file."""
 
 
 @dataclass
@@ -68,6 +78,10 @@ class DevFs:
         self._identifying: set[int] = set()
         self._fuse_device: tuple[int, int] | None = None  # (major, minor) of our connection
         self._started = int(time.time())
+        # Trapped ioctls: what the VFS would say about /dev's filesystem (set by ``ioasidfs
+        # run``), and the new files waiting to be opened by one of our threads (by thread id).
+        self.dev_filesystem = vfs.DevFilesystem()
+        self._staged: dict[int, StagedFile] = {}
         engine.still_open = self._still_open
 
     def mounted(self, device: str) -> None:
@@ -136,7 +150,9 @@ class DevFs:
 
     # ------------------------------------------------------------------ files
     def caller(self, ctx: RequestContext, memory: ClientMemory | None = None) -> Caller:
-        pid = ctx.pid
+        return self._caller_for(ctx.pid, memory)
+
+    def _caller_for(self, pid: int, memory: ClientMemory | None = None) -> Caller:
         status_cache: list[object] = []
 
         def status() -> object:
@@ -156,7 +172,12 @@ class DevFs:
         node = self._node(ino)
         if node.kind is None:
             raise KernelError(errno.EISDIR, "is a directory")
-        file = self.engine.open(node.kind, node.key, self.caller(ctx))
+        staged = self._staged.get(ctx.pid)
+        if staged is not None and staged.node is node and not staged.claimed:
+            staged.claimed = True  # our supervisor opening a file the engine already made
+            file = staged.file
+        else:
+            file = self.engine.open(node.kind, node.key, self.caller(ctx))
         fh = self._next_fh
         self._next_fh += 1
         self.opens[fh] = _Open(file, node)
@@ -208,52 +229,172 @@ class DevFs:
         if cmd == IDENTIFY and ctx.pid in self._identifying:
             return IoctlReply(0, _IDENTIFY_REPLY.pack(self._token, fh))
         entry = self._open(fh)
-        if self.tracer is None:
-            return IoctlReply(entry.file.ioctl(self.caller(ctx), cmd, arg))
-        return self._traced_ioctl(ctx, entry, cmd, arg)
+        file = entry.file
+        result = self._call(ctx.pid, entry, cmd, arg, lambda caller: file.ioctl(caller, cmd, arg))
+        if isinstance(result, OpenFile):
+            # Only a trapped ioctl can hand the caller a new fd (FUSE can return a number only).
+            self.engine.release(result)
+            raise KernelError(errno.EOPNOTSUPP, "a new fd for the caller needs `ioasidfs run`")
+        return IoctlReply(result)
 
-    def _traced_ioctl(self, ctx: RequestContext, entry: _Open, cmd: int, arg: int) -> IoctlReply:
-        assert self.tracer is not None
-        memory = RecordingMemory(self.memory(ctx.pid))
+    def _call(self, pid: int, entry: _Open, cmd: int, arg: int,
+              run: Callable[[Caller], IoctlResult]) -> IoctlResult:
+        """Run one ioctl on ``entry`` for thread ``pid``, traced when tracing is on.
+
+        The one path of every ioctl on our files, whether FUSE or the seccomp supervisor
+        brought it: ``run`` is the driver (the engine file's ioctl) or the VFS's answer.
+        """
+        if self.tracer is None:
+            return run(self._caller_for(pid))
+        memory = RecordingMemory(self.memory(pid))
         started = time.time()
         t0 = time.perf_counter()
-        result, error = 0, None
+        result: IoctlResult = 0
+        error = None
         try:
-            result = entry.file.ioctl(self.caller(ctx, memory), cmd, arg)
+            result = run(self._caller_for(pid, memory))
         except KernelError as e:
             error = e
         usec = (time.perf_counter() - t0) * 1e6
         kind = entry.node.kind.value if entry.node.kind is not None else "container"
         definition = registry.lookup(kind, cmd)
         before, after = _decode_arg(definition, memory, arg)
+        name = registry.name_of(kind, cmd)
+        trap = vfs.TRAPPED.get(cmd)
+        if definition is None and trap is not None:
+            name = trap.name
+        if isinstance(result, OpenFile):
+            after = {"new_fd": result.kind.value}
         self.tracer.record(IoctlRecord(
-            time=started, pid=ctx.pid, node=entry.node.path, name=registry.name_of(kind, cmd),
-            cmd=cmd, arg=arg, input=before, output=after, result=-1 if error else result,
+            time=started, pid=pid, node=entry.node.path, name=name,
+            cmd=cmd, arg=arg, input=before, output=after,
+            result=-1 if error else (result if isinstance(result, int) else 0),
             errno=errno.errorcode.get(error.errno, str(error.errno)) if error else None,
             usec=round(usec, 1), reason=error.reason if error and error.reason else None))
         if error is not None:
             raise error
-        return IoctlReply(result)
+        return result
+
+    # ------------------------------------------------------------------ trapped ioctls
+    def may_be_ours(self, pid: int, fd: int) -> bool:
+        """Whether thread ``pid``'s ``fd`` may be one of our files, judged from /proc alone.
+
+        The seccomp supervisor asks this first for every trapped ioctl, without the engine lock
+        or a thread: most trapped calls (FIONREAD on a socket...) are on foreign fds and must
+        stay cheap. Reading fdinfo never calls into FUSE, so this is safe on the reader thread.
+        A closed fd is "not ours": the real syscall then fails EBADF, as it should.
+        """
+        info = _read_fdinfo(pid, fd)
+        return info is not None and self._fuse_device is not None and \
+            _fdinfo_field(info, b"mnt_id:") in _mount_ids_of(self._fuse_device)
+
+    def trapped_ioctl(self, pid: int, fd: int, cmd: int, arg: int) -> "int | StagedFile | None":
+        """Answer ioctl(fd, cmd, arg) of thread ``pid``, trapped by seccomp (:mod:`ioasidfs.vfs`
+        says which commands and why): the value to return, a new file to install as a new fd,
+        or None when ``fd`` is not one of ours (then the real syscall must run). Raises
+        KernelError for an errno.
+
+        Runs in a worker thread holding the engine lock, like a FUSE ioctl that resolves fds:
+        finding which open file ``fd`` is issues IDENTIFY on our own file.
+        """
+        try:
+            entry = self._identify(pid, fd)
+        except KernelError:
+            return None  # closed meanwhile, or the caller is gone: let the kernel answer
+        if entry is None:
+            return None
+        file = entry.file
+        trap = vfs.TRAPPED.get(cmd)
+
+        def run(caller: Caller) -> IoctlResult:
+            if trap is not None and trap.route is vfs.Route.VFS:
+                return vfs.chardev_ioctl(cmd, arg, self._chardev_context(pid, caller.memory))
+            vfs.driver_precheck(cmd, arg, caller.memory)
+            return file.ioctl(caller, cmd, arg)
+
+        result = self._call(pid, entry, cmd, arg, run)
+        if isinstance(result, OpenFile):
+            return StagedFile(self, result, self._node_for_new_file(result))
+        return result
+
+    def _node_for_new_file(self, file: OpenFile) -> Node:
+        """EXTENSION POINT (device fds): the node through which a new ``file`` reaches the caller.
+
+        The kernel's device fds are anonymous inodes ("anon_inode:[vfio-device]"); ours must be a
+        file of our mount, so some node stands in for them, and which one (a hidden node per
+        device, say) is the devices work's decision. Until then: the first node of the file's
+        kind, or EOPNOTSUPP when the tree has none.
+        """
+        node = next((n for n in self.tree.nodes.values() if n.kind is file.kind), None)
+        if node is None:
+            self.engine.release(file)
+            raise KernelError(errno.EOPNOTSUPP, f"no node can carry a new {file.kind.value} file")
+        return node
+
+    def _chardev_context(self, pid: int, memory: ClientMemory) -> vfs.CharDevContext:
+        return vfs.CharDevContext(memory=memory, dev=self.dev_filesystem,
+                                  source=lambda fd: self._clone_source(pid, fd),
+                                  can_admin=lambda: self._can_admin_dev(pid))
+
+    def _clone_source(self, pid: int, fd: int) -> vfs.Source:
+        """Where the caller's ``fd`` lives, for FICLONE, without ever stat()ing a file of ours
+        (that would send GETATTR while we hold the engine lock): our files are known from their
+        mount id and inode, anything else from the mount table and, for /dev's own filesystem
+        (never FUSE), stat()."""
+        info = _read_fdinfo(pid, fd)
+        if info is None:
+            raise KernelError(errno.EBADF, f"fd {fd} is not open")
+        mounts = _mounts()
+        device = mounts.get(_fdinfo_field(info, b"mnt_id:") or -1)
+        if device is None:  # pipes, sockets...: internal mounts are not in the table
+            return vfs.Source.OTHER_FS
+        if self._fuse_device is not None and device == self._fuse_device:
+            node = self.tree.nodes.get(_fdinfo_field(info, b"ino:") or -1)
+            return vfs.Source.DEV_DIR if node is not None and node.is_dir else vfs.Source.DEV_OTHER
+        if os.makedev(*device) not in self.dev_filesystem.devices:
+            return vfs.Source.OTHER_FS
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            raise KernelError(errno.EBADF, f"fd {fd} is not open") from None
+        return vfs.source_of(st.st_mode, st.st_dev, self.dev_filesystem)
+
+    def _can_admin_dev(self, pid: int) -> bool:
+        """ns_capable(/dev's superblock's user namespace, CAP_SYS_ADMIN) for thread ``pid``."""
+        user_ns = self.dev_filesystem.user_ns
+        if user_ns is None:
+            return False
+        try:
+            if os.readlink(f"/proc/{pid}/ns/user") != user_ns:
+                return False
+        except OSError:
+            return False
+        return read_status(pid).has_capability(CAP_SYS_ADMIN)
 
     # ------------------------------------------------------------------ fd identity
     def _resolve_fd(self, pid: int, fd: int) -> object:
         """The open file behind the caller's ``fd``: ours, or FOREIGN. Runs in a worker thread."""
-        copy = ProcessFds(read_status(pid).tgid).copy(fd)
+        entry = self._identify(pid, fd)
+        return entry.file if entry is not None else FOREIGN
+
+    def _identify(self, pid: int, fd: int) -> _Open | None:
+        """Our open file behind thread ``pid``'s ``fd``, or None for a foreign one; KernelError
+        (EBADF, ESRCH) when there is no such fd. Runs in a worker thread with the engine lock."""
+        copy = ProcessFds(_tgid_of(pid)).copy(fd)
         try:
             if not self._is_ours(copy):
-                return FOREIGN
+                return None
             me = threading.get_native_id()
             self._identifying.add(me)
             try:
                 reply = bytearray(_IDENTIFY_REPLY.size)
                 fcntl.ioctl(copy, IDENTIFY, reply, True)
             except OSError:
-                return FOREIGN
+                return None
             finally:
                 self._identifying.discard(me)
             token, fh = _IDENTIFY_REPLY.unpack(reply)
-            entry = self.opens.get(fh) if token == self._token else None
-            return entry.file if entry is not None else FOREIGN
+            return self.opens.get(fh) if token == self._token else None
         finally:
             os.close(copy)
 
@@ -265,12 +406,8 @@ class DevFs:
         """
         if self._fuse_device is None:
             return False
-        try:
-            with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
-                mount_id = _fdinfo_field(f.read(), b"mnt_id:")
-        except OSError:
-            return False
-        return mount_id in _mount_ids_of(self._fuse_device)
+        info = _read_fdinfo("self", fd)
+        return info is not None and _fdinfo_field(info, b"mnt_id:") in _mount_ids_of(self._fuse_device)
 
     # ------------------------------------------------------------------ still open?
     def _still_open(self, file: OpenFile) -> bool:
@@ -296,6 +433,118 @@ class DevFs:
         return False
 
 
+class StagedFile:
+    """A new open file the engine made for a trapped ioctl's caller (VFIO_GROUP_GET_DEVICE_FD).
+
+    FUSE can return a number but not create an fd; seccomp can install one of *our* fds in the
+    caller (SECCOMP_IOCTL_NOTIF_ADDFD). So the supervisor calls :meth:`open` from a worker thread
+    without the engine lock: we open ``node`` ourselves, and :meth:`DevFs.open`, recognising our
+    thread, attaches ``file`` to that open instead of asking the engine for a new one. The
+    supervisor installs the fd in the caller and closes ours; from then on it is an ordinary
+    open file of ours, released by the RELEASE that follows the caller's last close.
+    """
+
+    def __init__(self, fs: DevFs, file: OpenFile, node: Node) -> None:
+        self.fs = fs
+        self.file = file
+        self.node = node
+        self.claimed = False  # set by DevFs.open once the open carries the file
+
+    def open(self) -> int:
+        """Open our fd for the file (O_CLOEXEC: it must not leak into a program we start)."""
+        me = threading.get_native_id()
+        self.fs._staged[me] = self
+        try:
+            fd = os.open(self.node.path, os.O_RDWR | os.O_CLOEXEC)
+        finally:
+            self.fs._staged.pop(me, None)
+        if not self.claimed:  # reached some other file: not what we meant to hand out
+            os.close(fd)
+            raise KernelError(errno.EIO, f"opening {self.node.path} did not carry the new file")
+        return fd
+
+    def abandon(self) -> None:
+        """It could not be opened: release the engine's file. Needs the engine lock."""
+        if not self.claimed:
+            self.claimed = True
+            self.fs.engine.release(self.file)
+
+
+def _tgid_of(tid: int) -> int:
+    """The process (thread group) of thread ``tid``: ESRCH when it has gone. Reads only the
+    head of /proc/TID/status, where Tgid is (read_status parses it all: 5x slower)."""
+    try:
+        handle = os.open(f"/proc/{tid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            head = os.read(handle, 512)
+        finally:
+            os.close(handle)
+        start = head.index(b"\nTgid:") + 6
+        return int(head[start:head.index(b"\n", start)])
+    except (OSError, ValueError):
+        raise KernelError(errno.ESRCH, f"caller {tid} has gone") from None
+
+
+def _read_fdinfo(pid: int | str, fd: int) -> bytes | None:
+    """/proc/PID/fdinfo/FD (pos, flags, mnt_id, ino), or None when there is no such fd.
+    Plain os calls: the supervisor reads one per trapped ioctl."""
+    try:
+        handle = os.open(f"/proc/{pid}/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(handle, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
+
+
+class _MountTable:
+    """Our namespace's mount table (mount id -> device), re-read only when it changes.
+
+    /proc/self/mountinfo costs ~150 us to read here, and the fd checks of every trapped ioctl
+    need it. poll() on an open mountinfo reports POLLPRI once after any mount or unmount in the
+    namespace, so one poll(0) per use tells whether the copy is stale.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._poller = select.poll()
+        self._mounts: dict[int, tuple[int, int]] = {}
+
+    def get(self) -> dict[int, tuple[int, int]]:
+        with self._lock:
+            if self._fd < 0:
+                self._fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+                self._poller.register(self._fd, select.POLLPRI)
+                self._mounts = self._read()
+            elif self._poller.poll(0):
+                self._mounts = self._read()
+            return self._mounts
+
+    def _read(self) -> dict[int, tuple[int, int]]:
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self._fd, 65536):
+            chunks.append(chunk)
+        mounts = {}
+        for line in b"".join(chunks).splitlines():
+            fields = line.split(maxsplit=3)
+            major, minor = fields[2].split(b":")
+            mounts[int(fields[0])] = (int(major), int(minor))
+        return mounts
+
+
+_MOUNTS = _MountTable()
+
+
+def _mounts() -> dict[int, tuple[int, int]]:
+    """Mount id -> (major, minor) of every mount in our namespace."""
+    return _MOUNTS.get()
+
+
 def _fdinfo_field(info: bytes, name: bytes) -> int | None:
     for line in info.splitlines():
         if line.startswith(name):
@@ -304,14 +553,7 @@ def _fdinfo_field(info: bytes, name: bytes) -> int | None:
 
 
 def _mount_ids_of(device: tuple[int, int]) -> set[int]:
-    wanted = f"{device[0]}:{device[1]}"
-    ids = set()
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[2] == wanted:
-                ids.add(int(fields[0]))
-    return ids
+    return {mount_id for mount_id, dev in _mounts().items() if dev == device}
 
 
 def _decode_arg(definition: registry.IoctlDef | None, memory: RecordingMemory,
