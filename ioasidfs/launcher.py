@@ -2,28 +2,40 @@
 
 The daemon and PROGRAM share one mount namespace made for this run, so nothing is ever mounted
 on the machine and nothing can be left behind: when the last process of the namespace exits, the
-mounts go with it. PROGRAM is started with posix_spawn (safe in a threaded process), with no fd
-of ours (its first open gets fd 3), the default signal mask, and stdin/stdout/stderr passed
-through. Signals sent to us are forwarded to it; those a terminal sends to its whole foreground
+mounts go with it.
+
+PROGRAM runs under a seccomp filter that hands us the few ioctls FUSE cannot answer like the
+kernel's character devices (:mod:`ioasidfs.vfs`, :mod:`ioasidfs.supervisor`). A filter can only
+be installed by the process itself, before exec, so PROGRAM's process is forked early: right
+after the namespace is made, while we are still single-threaded (fork and threads do not mix;
+trio and the signal forwarder start later). The child waits on a pipe until /dev is in place,
+then resets its signal mask and dispositions, installs the filter, sends us the listener fd over
+a socketpair, closes every fd but 0, 1 and 2 (PROGRAM's first open gets fd 3) and execs.
+
+Signals sent to us are forwarded to PROGRAM; those a terminal sends to its whole foreground
 process group (Ctrl-C) reach PROGRAM directly and are not sent a second time. We exit with its
-status, 128+N when signal N killed it.
+status, 128+N when signal N killed it; 127 if it cannot be found, 126 if it cannot be executed.
 """
 from __future__ import annotations
 
 import errno
 import logging
 import os
-import shutil
 import signal
+import socket
 import sys
 import threading
-from typing import Sequence
+from dataclasses import dataclass
+from typing import NoReturn, Sequence
 
 import trio
 
+from . import seccomp, vfs
 from .daemon import Daemon
 from .fuse.mount import mount_fuse
 from .namespace import bind_into_dev, enter_private_namespace, replace_dev
+from .supervisor import supervise
+from .uapi.vfio import VFIO_GROUP_GET_DEVICE_FD
 
 log = logging.getLogger("ioasidfs.run")
 
@@ -31,66 +43,218 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
                      signal.SIGUSR1, signal.SIGUSR2)
 SI_KERNEL = 0x80  # si_code of signals the kernel generates, e.g. a terminal's Ctrl-C
 
+TRAPPED_COMMANDS = frozenset(vfs.TRAPPED) | {VFIO_GROUP_GET_DEVICE_FD}
+"""What PROGRAM's filter hands to the supervisor: the commands the VFS answers differently for
+a regular file (see ioasidfs.vfs for each one's reason), and the ioctl whose answer is a new fd."""
+
+_GO = b"g"
+
 
 def run_program(daemon: Daemon, argv: Sequence[str]) -> int:
     """Run ``argv`` against ``daemon``'s tree; returns the exit status for ``ioasidfs run``."""
-    program = shutil.which(argv[0]) if "/" not in argv[0] else argv[0]
-    if program is None or not os.path.exists(program):
+    program = find_program(argv[0])
+    if program is None:
         print(f"ioasidfs: {argv[0]}: command not found", file=sys.stderr)
         return 127
-    # Block the forwarded signals before any thread exists, so that every thread inherits the
-    # mask and only the forwarder thread (sigtimedwait) ever receives them.
+    # Block the forwarded signals before any thread or child exists: every thread inherits the
+    # mask, so only the forwarder thread (sigtimedwait) receives them; the child unblocks them
+    # just before exec, after resetting their dispositions.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    started_in = os.readlink("/proc/self/ns/user")
     rootless = enter_private_namespace()
     if rootless:
         daemon.tree.set_owner(os.getuid(), os.getgid())
-    staging = replace_dev(daemon.tree.top_level_names())
-    fuse_fd = mount_fuse(staging, use_fusermount=False)
-    daemon.mounted_at(staging)
-    return trio.run(_serve_and_run, daemon, fuse_fd, staging, program, list(argv))
+    # What the VFS says about the machine's /dev, read before our tmpfs covers it. Freezing it
+    # takes CAP_SYS_ADMIN in the namespace we started in, which a rootless run never has.
+    dev_filesystem = vfs.DevFilesystem.probe("/dev", user_ns=None if rootless else started_in)
+    child = _Child.fork(program, list(argv), no_new_privs=rootless)
+    try:
+        staging = replace_dev(daemon.tree.top_level_names())
+        daemon.fs.dev_filesystem = dev_filesystem.with_device(os.stat("/dev").st_dev)
+        fuse_fd = mount_fuse(staging, use_fusermount=False)
+        daemon.mounted_at(staging)
+        return trio.run(_serve_and_run, daemon, fuse_fd, staging, child)
+    finally:
+        child.reap()
 
 
-async def _serve_and_run(daemon: Daemon, fuse_fd: int, staging: str, program: str, argv: list[str]) -> int:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon.serve, fuse_fd)
-        dirs, files = daemon.tree.top_level_split()
-        await trio.to_thread.run_sync(bind_into_dev, staging, dirs, files)
-        try:
-            pid = _spawn(program, argv)
-        except OSError as e:
-            print(f"ioasidfs: {argv[0]}: {e.strerror}", file=sys.stderr)
+def find_program(name: str) -> str | None:
+    """The file execvp would run for ``name``: the first executable match in PATH, else the
+    first existing one (exec then fails EACCES: 126, as in a shell); None when there is none."""
+    if "/" in name:
+        return name if os.path.exists(name) else None
+    found = None
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", name)
+        if os.path.isfile(path):
+            if os.access(path, os.X_OK):
+                return path
+            found = found or path
+    return found
+
+
+async def _serve_and_run(daemon: Daemon, fuse_fd: int, staging: str, child: "_Child") -> int:
+    forwarder = _SignalForwarder(child.pid)
+    forwarder.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daemon.serve, fuse_fd)
+            dirs, files = daemon.tree.top_level_split()
+            await trio.to_thread.run_sync(bind_into_dev, staging, dirs, files)
+            child.go()
+            listener = await child.receive_listener()
+            # The supervisor gets a scope of its own: when PROGRAM exits it is stopped first,
+            # and finishes the call it is answering while the FUSE reader still serves (that
+            # call may be waiting for one of our own FUSE requests).
+            async with trio.open_nursery() as supervising:
+                if listener is not None:
+                    supervising.start_soon(supervise, listener, daemon.fs, daemon.engine_lock)
+                status = await child.wait()
+                supervising.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
-            return 126 if e.errno in (errno.EACCES, errno.ENOEXEC) else 127
-        forwarder = _SignalForwarder(pid)
-        forwarder.start()
-        try:
-            status = await _wait_child(pid)
-        finally:
-            forwarder.stop()
-        nursery.cancel_scope.cancel()
+    finally:
+        forwarder.stop()
     return status
 
 
-def _spawn(program: str, argv: list[str]) -> int:
-    close_ours = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _open_fds() if fd > 2]
-    return os.posix_spawn(program, argv, os.environ, file_actions=close_ours, setsigmask=(),
-                          setsigdef=FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ))
+@dataclass
+class _Child:
+    """PROGRAM's process, forked before trio; it execs once told /dev is ready."""
+
+    pid: int
+    go_write: int
+    sock: socket.socket
+    reaped: bool = False
+    status: int | None = None
+
+    @classmethod
+    def fork(cls, program: str, argv: list[str], *, no_new_privs: bool) -> "_Child":
+        assert threading.active_count() == 1, "fork() must happen before any thread starts"
+        go_read, go_write = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        filter_program = seccomp.build_filter(TRAPPED_COMMANDS)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            os.close(go_write)
+            ours.close()
+            _child_main(program, argv, go_read, theirs, filter_program, no_new_privs)
+        os.close(go_read)
+        theirs.close()
+        ours.setblocking(False)
+        return cls(pid, go_write, ours)
+
+    def go(self) -> None:
+        """/dev is in place: let the child install its filter and exec."""
+        os.write(self.go_write, _GO)
+        os.close(self.go_write)
+        self.go_write = -1
+
+    async def receive_listener(self) -> int | None:
+        """The listener fd the child sends before it execs; None if it sent none (it could not
+        install the filter, or died first)."""
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(self.sock, 16, 1)
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+            except InterruptedError:
+                continue
+        self.sock.close()
+        return fds[0] if fds else None
+
+    async def wait(self) -> int:
+        """PROGRAM's exit status, the shell's way: 128+N when signal N killed it."""
+        pidfd = os.pidfd_open(self.pid)
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        return os.waitstatus_to_exitcode(status)
+
+    def reap(self) -> None:
+        """Leave no child behind: one never told to go exits when its pipe closes; PROGRAM
+        itself, still running only if we failed, cannot work without us and is killed."""
+        if self.go_write >= 0:
+            os.close(self.go_write)  # end of file: the child exits without running PROGRAM
+            self.go_write = -1
+        elif not self.reaped:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.sock.close()
+        if not self.reaped:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.reaped = True
+
+
+def _child_main(program: str, argv: list[str], go_read: int, sock: socket.socket,
+                filter_program: bytes, no_new_privs: bool) -> NoReturn:  # pragma: no cover
+    """The forked child: wait for /dev, install the filter, exec PROGRAM. Never returns."""
+    try:
+        if os.read(go_read, 1) != _GO:
+            os._exit(1)  # the launcher gave up before PROGRAM could start
+        os.close(go_read)
+        _reset_signals()
+        listener = -1
+        try:
+            # Root has CAP_SYS_ADMIN, which allows the filter without NO_NEW_PRIVS; setting it
+            # anyway would stop setuid programs PROGRAM may run from gaining their privileges.
+            if no_new_privs:
+                seccomp.set_no_new_privs()
+            listener = seccomp.install_filter(filter_program)
+        except OSError as e:
+            _say(f"cannot install the seccomp filter ({e.strerror}): FIONREAD and other "
+                 "VFS-answered ioctls will get the regular-file answers")
+        if listener >= 0:
+            socket.send_fds(sock, [b"L"], [listener])
+            os.close(listener)
+        sock.close()
+        # PROGRAM inherits nothing of ours: its first open gets fd 3.
+        for fd in _open_fds():
+            if fd > 2:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            os.execv(program, argv)
+        except OSError as e:
+            _say(f"{argv[0]}: {e.strerror}")
+            os._exit(127 if e.errno == errno.ENOENT else 126)
+    except BaseException as e:
+        _say(f"cannot start {argv[0]}: {e}")
+    os._exit(126)
+
+
+def _reset_signals() -> None:  # pragma: no cover - runs in the child
+    """Default dispositions, then an empty mask: PROGRAM starts as if exec'd by a shell.
+    Dispositions first, so that a forwarded signal already pending acts by default."""
+    for signum in range(1, signal.NSIG):
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if signal.getsignal(signum) != signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # numbers the C library reserves for itself
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _say(message: str) -> None:
+    os.write(2, f"ioasidfs: {message}\n".encode(errors="replace"))
 
 
 def _open_fds() -> list[int]:
     return [int(name) for name in os.listdir("/proc/self/fd")]
-
-
-async def _wait_child(pid: int) -> int:
-    pidfd = os.pidfd_open(pid)
-    try:
-        await trio.lowlevel.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.waitstatus_to_exitcode(status)
 
 
 class _SignalForwarder:

@@ -1,0 +1,147 @@
+"""The seccomp filter, run by a small classic-BPF interpreter; struct layouts against the kernel."""
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ioasidfs import seccomp, vfs
+from ioasidfs.launcher import TRAPPED_COMMANDS
+from ioasidfs.seccomp import (AUDIT_ARCH_X86_64, NR_IOCTL, SECCOMP_RET_ALLOW,
+                              SECCOMP_RET_USER_NOTIF, Insn, Notification)
+from ioasidfs.uapi.vfio import VFIO_GROUP_GET_DEVICE_FD
+
+AUDIT_ARCH_I386 = 0x40000003
+NR_IOCTL_I386 = 54
+X32_SYSCALL_BIT = 0x40000000
+FIONREAD = 0x541B
+TCGETS = 0x5401
+GET_DEVICE_FD = 0x3B6A
+
+
+def seccomp_data(nr: int, arch: int, args: tuple[int, ...] = (), ip: int = 0x401000) -> bytes:
+    """struct seccomp_data, as the kernel lays it out for the filter."""
+    padded = (tuple(args) + (0,) * 6)[:6]
+    return struct.pack("<iIQ6Q", nr, arch, ip, *padded)
+
+
+def run_bpf(program: bytes, data: bytes) -> int:
+    """Execute a classic BPF program the way the kernel's seccomp does, for the instructions a
+    seccomp filter may use here (loads of 32-bit words from seccomp_data, JEQ, RET). Anything
+    else is a failure: the filter must stay this simple."""
+    insns = seccomp.decode_filter(program)
+    assert 0 < len(insns) <= seccomp.BPF_MAXINSNS
+    acc = 0
+    pc = 0
+    steps = 0
+    while True:
+        assert 0 <= pc < len(insns), f"pc {pc} ran off the program"
+        steps += 1
+        assert steps <= len(insns), "classic BPF only jumps forward"
+        code, jt, jf, k = insns[pc]
+        if code == seccomp.BPF_LD_W_ABS:
+            assert k % 4 == 0 and k + 4 <= len(data), f"misaligned or out-of-range load at {k}"
+            (acc,) = struct.unpack_from("<I", data, k)
+            pc += 1
+        elif code == seccomp.BPF_JMP_JEQ_K:
+            pc += 1 + (jt if acc == k else jf)
+        elif code == seccomp.BPF_RET_K:
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+
+
+PROGRAM = seccomp.build_filter({FIONREAD, GET_DEVICE_FD})
+
+
+@pytest.mark.parametrize("data, expected", [
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, FIONREAD, 0x7FFF0000)), SECCOMP_RET_USER_NOTIF),
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (4, GET_DEVICE_FD, 0)), SECCOMP_RET_USER_NOTIF),
+    # The kernel's ioctl() takes an unsigned int command: garbage in the high half is ignored.
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, 0xDEADBEEF_0000541B, 0)), SECCOMP_RET_USER_NOTIF),
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, TCGETS, 0)), SECCOMP_RET_ALLOW),
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (FIONREAD, TCGETS, FIONREAD)), SECCOMP_RET_ALLOW),
+    (seccomp_data(0, AUDIT_ARCH_X86_64, (3, FIONREAD, 0)), SECCOMP_RET_ALLOW),  # read()
+    (seccomp_data(NR_IOCTL | X32_SYSCALL_BIT, AUDIT_ARCH_X86_64, (3, FIONREAD)), SECCOMP_RET_ALLOW),
+    (seccomp_data(NR_IOCTL_I386, AUDIT_ARCH_I386, (3, FIONREAD)), SECCOMP_RET_ALLOW),
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_I386, (3, FIONREAD)), SECCOMP_RET_ALLOW),  # i386 nr 16: lchown
+], ids=["fionread", "get-device-fd", "high-bits", "untrapped-cmd", "cmd-in-other-args", "read",
+        "x32", "i386-ioctl", "i386-nr16"])
+def test_filter_decisions(data: bytes, expected: int) -> None:
+    assert run_bpf(PROGRAM, data) == expected
+
+
+@given(commands=st.sets(st.integers(0, 2**32 - 1), min_size=1, max_size=40),
+       arch=st.sampled_from([AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0xC00000B7]),
+       nr=st.sampled_from([NR_IOCTL, 0, 1, 54, NR_IOCTL | X32_SYSCALL_BIT, 0xFFFFFFFF]),
+       cmd=st.integers(0, 2**64 - 1), pick=st.booleans())
+def test_filter_traps_exactly_x86_64_ioctls_with_a_listed_command(
+        commands: set[int], arch: int, nr: int, cmd: int, pick: bool) -> None:
+    if pick:  # make hits likely: a listed command with random high bits
+        cmd = (cmd & ~0xFFFF_FFFF) | sorted(commands)[cmd % len(commands)]
+    program = seccomp.build_filter(commands)
+    trapped = arch == AUDIT_ARCH_X86_64 and nr == NR_IOCTL and cmd & 0xFFFF_FFFF in commands
+    got = run_bpf(program, seccomp_data(nr if nr < 2**31 else nr - 2**32, arch, (5, cmd, 0)))
+    assert got == (SECCOMP_RET_USER_NOTIF if trapped else SECCOMP_RET_ALLOW)
+
+
+def test_program_shape() -> None:
+    insns = seccomp.decode_filter(seccomp.build_filter([GET_DEVICE_FD, FIONREAD, FIONREAD]))
+    assert insns == [
+        Insn(0x20, 0, 0, 4),  # A = arch
+        Insn(0x15, 0, 5, AUDIT_ARCH_X86_64),  # != x86_64 -> ALLOW (index 7)
+        Insn(0x20, 0, 0, 0),  # A = nr
+        Insn(0x15, 0, 3, NR_IOCTL),  # != ioctl -> ALLOW
+        Insn(0x20, 0, 0, 24),  # A = low 32 bits of args[1]
+        Insn(0x15, 2, 0, GET_DEVICE_FD),  # sorted, deduplicated; == -> NOTIFY (index 8)
+        Insn(0x15, 1, 0, FIONREAD),
+        Insn(0x06, 0, 0, SECCOMP_RET_ALLOW),
+        Insn(0x06, 0, 0, SECCOMP_RET_USER_NOTIF),
+    ]
+
+
+def test_the_launchers_filter_traps_its_commands_and_nothing_else() -> None:
+    assert TRAPPED_COMMANDS == set(vfs.TRAPPED) | {VFIO_GROUP_GET_DEVICE_FD}
+    program = seccomp.build_filter(TRAPPED_COMMANDS)
+    assert len(seccomp.decode_filter(program)) == 7 + len(TRAPPED_COMMANDS)
+    for cmd in TRAPPED_COMMANDS:
+        assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, cmd))) == SECCOMP_RET_USER_NOTIF
+    for cmd in (0x5451, 0x5450, 0x5421, 0x5452, 2, 0xC020660B, 0x3B64, 0x3B65):
+        # FIOCLEX FIONCLEX FIONBIO FIOASYNC FIGETBSZ FS_IOC_FIEMAP, GET_API_VERSION, CHECK_EXTENSION
+        assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, cmd))) == SECCOMP_RET_ALLOW
+
+
+def test_build_filter_rejects_nothing_and_too_much() -> None:
+    with pytest.raises(ValueError):
+        seccomp.build_filter([])
+    with pytest.raises(ValueError):
+        seccomp.build_filter(range(300))
+    assert len(seccomp.decode_filter(seccomp.build_filter(range(252)))) == 259
+
+
+def test_struct_layouts_and_ioctl_numbers() -> None:
+    assert (seccomp.NOTIF.size, seccomp.NOTIF_RESP.size, seccomp.NOTIF_ADDFD.size) == (80, 24, 24)
+    # include/uapi/linux/seccomp.h, as the kernel computes them on x86_64
+    assert seccomp.SECCOMP_IOCTL_NOTIF_RECV == 0xC0502100
+    assert seccomp.SECCOMP_IOCTL_NOTIF_SEND == 0xC0182101
+    assert seccomp.SECCOMP_IOCTL_NOTIF_ID_VALID == 0x40082102
+    assert seccomp.SECCOMP_IOCTL_NOTIF_ADDFD == 0x40182103
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86_64 only")
+def test_struct_sizes_match_the_running_kernel() -> None:
+    sizes = seccomp.notif_sizes()
+    assert sizes.notif == seccomp.NOTIF.size
+    assert sizes.resp == seccomp.NOTIF_RESP.size
+    assert sizes.data == seccomp.SECCOMP_DATA_SIZE
+
+
+def test_notification_round_trip_and_ioctl_arguments() -> None:
+    n = Notification(7, 1234, 0, NR_IOCTL, AUDIT_ARCH_X86_64, 0x401000,
+                     (0xFFFFFFFF_00000003, 0xFFFFFFFF_0000541B, 0xFFFF_8000_0000_1000, 0, 0, 0))
+    assert Notification.unpack(n.pack()) == n
+    assert n.is_x86_64_ioctl
+    assert n.ioctl_args == (3, FIONREAD, 0xFFFF_8000_0000_1000)
