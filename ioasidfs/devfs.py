@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Union
 
 from . import vfs
-from .client import ProcessFds, ProcessMemory, memlock_limit, read_status, CAP_IPC_LOCK
+from .client import (CAP_IPC_LOCK, ProcessFds, ProcessMemory, locked_pages, memlock_limit, read_status,
+                     start_time, user_range_ok)
 from .engine import FOREIGN, Caller, ClientMemory, Engine, OpenFile
 from .engine.files import FileKind
 from .devtree import DevTree, Node
@@ -153,20 +154,23 @@ class DevFs:
         return self._caller_for(ctx.pid, memory)
 
     def _caller_for(self, pid: int, memory: ClientMemory | None = None) -> Caller:
-        status_cache: list[object] = []
-
-        def status() -> object:
-            if not status_cache:
-                status_cache.append(read_status(pid))
-            return status_cache[0]
+        """The engine's view of thread ``pid``: everything is looked up lazily, on first use,
+        because most ioctls need nothing but the caller's memory."""
+        tgid_cache: list[int] = []
 
         def tgid() -> int:
-            return read_status(pid).tgid
+            # The process, not the thread: accounting and start time belong to the mm.
+            if not tgid_cache:
+                tgid_cache.append(read_status(pid).tgid)
+            return tgid_cache[0]
 
         return Caller(pid=pid, memory=memory if memory is not None else self.memory(pid),
                       resolve_fd=lambda fd: self._resolve_fd(pid, fd), tgid=tgid,
                       can_lock_memory=lambda: read_status(pid).has_capability(CAP_IPC_LOCK),
-                      memlock_limit=lambda: memlock_limit(tgid()))
+                      memlock_limit=lambda: memlock_limit(tgid()),
+                      check_user_range=lambda vaddr, size, write: user_range_ok(pid, vaddr, size, write),
+                      locked_pages=lambda: locked_pages(pid),
+                      start_time=lambda: start_time(tgid()))
 
     def open(self, ctx: RequestContext, ino: int, flags: int) -> OpenReply:
         node = self._node(ino)
