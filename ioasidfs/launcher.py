@@ -35,7 +35,7 @@ from .daemon import Daemon
 from .fuse.mount import mount_fuse
 from .namespace import bind_into_dev, enter_private_namespace, replace_dev
 from .supervisor import supervise
-from .uapi.vfio import VFIO_GROUP_GET_DEVICE_FD
+from .uapi.vfio import VFIO_GROUP_GET_DEVICE_FD, VFIO_TYPE
 
 log = logging.getLogger("ioasidfs.run")
 
@@ -46,6 +46,10 @@ SI_KERNEL = 0x80  # si_code of signals the kernel generates, e.g. a terminal's C
 TRAPPED_COMMANDS = frozenset(vfs.TRAPPED) | {VFIO_GROUP_GET_DEVICE_FD}
 """What PROGRAM's filter hands to the supervisor: the commands the VFS answers differently for
 a regular file (see ioasidfs.vfs for each one's reason), and the ioctl whose answer is a new fd."""
+SECCOMP_FILTER = seccomp.build_filter(TRAPPED_COMMANDS, sized_type=VFIO_TYPE)
+"""The filter also traps every sized VFIO-type command (``_IOR(';', ...)`` and kin): no kernel
+node defines one, FUSE would copy its argument before asking us (EFAULT on a bad pointer), and
+the kernel's nodes answer them without touching the argument (ENOTTY, or EINVAL)."""
 
 _GO = b"g"
 
@@ -132,7 +136,7 @@ class _Child:
         assert threading.active_count() == 1, "fork() must happen before any thread starts"
         go_read, go_write = os.pipe()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        filter_program = seccomp.build_filter(TRAPPED_COMMANDS)
+        filter_program = SECCOMP_FILTER
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
             os.close(go_write)

@@ -125,6 +125,10 @@ class Notification:
 BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS: A = *(u32 *)(seccomp_data + k)
 BPF_JMP_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K: pc += (A == k) ? jt : jf
 BPF_RET_K = 0x06  # BPF_RET | BPF_K: return k
+BPF_JMP_JSET_K = 0x45  # BPF_JMP | BPF_JSET | BPF_K: pc += (A & k) ? jt : jf
+BPF_ALU_AND_K = 0x54  # BPF_ALU | BPF_AND | BPF_K: A &= k
+_IOC_DIR_SIZE_MASK = 0xFFFF_0000
+_IOC_TYPE_MASK = 0x0000_FF00
 BPF_MAXINSNS = 4096
 _INSN = struct.Struct("<HBBI")
 
@@ -141,8 +145,11 @@ class Insn(NamedTuple):
         return _INSN.pack(self.code, self.jt, self.jf, self.k)
 
 
-def build_filter(commands: Iterable[int]) -> bytes:
-    """The BPF program: USER_NOTIF for an x86_64 ioctl() whose command is in ``commands``.
+def build_filter(commands: Iterable[int], sized_type: int | None = None) -> bytes:
+    """The BPF program: USER_NOTIF for an x86_64 ioctl() whose command is in ``commands`` or,
+    when ``sized_type`` is given, whose type byte is ``sized_type`` and which has direction or
+    size bits (a sized VFIO-type command: FUSE would copy its argument in, and fail EFAULT on a
+    bad pointer, before we could answer as the kernel's driver does).
 
     ::
 
@@ -151,8 +158,11 @@ def build_filter(commands: Iterable[int]) -> bytes:
         4      A = low32(args[1])  (the kernel's ioctl takes an unsigned int command, so the
                                     high half of the register is ignored, by it and by us)
         5+i    if A == cmd[i] goto NOTIFY                     (one per command, sorted)
-        5+n    ALLOW:  return SECCOMP_RET_ALLOW
-        6+n    NOTIFY: return SECCOMP_RET_USER_NOTIF
+        [5+n   if !(A & 0xffff0000) goto ALLOW            (only with ``sized_type``)
+         6+n   A &= 0xff00
+         7+n   if A == sized_type << 8 goto NOTIFY else ALLOW]
+        5+n+m  ALLOW:  return SECCOMP_RET_ALLOW
+        6+n+m  NOTIFY: return SECCOMP_RET_USER_NOTIF
 
     A non-x86_64 arch is allowed, not killed: such a program (i386 on x86_64) simply runs with
     the FUSE answers. Jump offsets are 8 bits, which bounds the list to 250 commands.
@@ -161,9 +171,10 @@ def build_filter(commands: Iterable[int]) -> bytes:
     if not cmds:
         raise ValueError("a filter that traps nothing is pointless")
     n = len(cmds)
-    if n + 3 > 255:
+    m = 3 if sized_type is not None else 0
+    if n + m + 3 > 255:
         raise ValueError(f"{n} commands do not fit in 8-bit BPF jump offsets")
-    allow = 5 + n
+    allow = 5 + n + m
     notify = allow + 1
 
     def jeq(pc: int, k: int, jt_to: int | None, jf_to: int | None) -> Insn:
@@ -178,6 +189,13 @@ def build_filter(commands: Iterable[int]) -> bytes:
         Insn(BPF_LD_W_ABS, 0, 0, seccomp_data_arg_low(1)),
     ]
     program += [jeq(5 + i, cmd, notify, None) for i, cmd in enumerate(cmds)]
+    if sized_type is not None:
+        pc = 5 + n
+        program += [
+            Insn(BPF_JMP_JSET_K, 0, allow - pc - 1, _IOC_DIR_SIZE_MASK),
+            Insn(BPF_ALU_AND_K, 0, 0, _IOC_TYPE_MASK),
+            jeq(pc + 2, (sized_type & 0xFF) << 8, notify, allow),
+        ]
     program += [Insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW), Insn(BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF)]
     assert len(program) == notify + 1
     return b"".join(insn.pack() for insn in program)

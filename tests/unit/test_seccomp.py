@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ioasidfs import seccomp, vfs
-from ioasidfs.launcher import TRAPPED_COMMANDS
+from ioasidfs.launcher import SECCOMP_FILTER, TRAPPED_COMMANDS
 from ioasidfs.seccomp import (AUDIT_ARCH_X86_64, NR_IOCTL, SECCOMP_RET_ALLOW,
                               SECCOMP_RET_USER_NOTIF, Insn, Notification)
 from ioasidfs.uapi.vfio import VFIO_GROUP_GET_DEVICE_FD
@@ -48,6 +48,11 @@ def run_bpf(program: bytes, data: bytes) -> int:
             pc += 1
         elif code == seccomp.BPF_JMP_JEQ_K:
             pc += 1 + (jt if acc == k else jf)
+        elif code == seccomp.BPF_JMP_JSET_K:
+            pc += 1 + (jt if acc & k else jf)
+        elif code == seccomp.BPF_ALU_AND_K:
+            acc &= k
+            pc += 1
         elif code == seccomp.BPF_RET_K:
             return k
         else:
@@ -88,6 +93,27 @@ def test_filter_traps_exactly_x86_64_ioctls_with_a_listed_command(
     assert got == (SECCOMP_RET_USER_NOTIF if trapped else SECCOMP_RET_ALLOW)
 
 
+@given(cmd=st.integers(0, 2**32 - 1))
+def test_sized_vfio_type_commands_are_trapped_and_plain_ones_are_not(cmd: int) -> None:
+    program = seccomp.build_filter({FIONREAD}, sized_type=ord(";"))
+    is_sized_vfio = (cmd >> 8) & 0xFF == ord(";") and cmd >> 16 != 0
+    expected = SECCOMP_RET_USER_NOTIF if is_sized_vfio or cmd == FIONREAD else SECCOMP_RET_ALLOW
+    assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, cmd, 0))) == expected
+
+
+@pytest.mark.parametrize("cmd, trapped", [
+    (0x3B64, False),  # VFIO_GET_API_VERSION: _IO, the FUSE fast path
+    (0xC0143B6B, True),  # _IOWR(';', 107, 20)
+    (0x80043B64, True),  # _IOR(';', 100, 4)
+    (0x40087802, False),  # a sized command of another type
+    (FIONREAD, True),
+])
+def test_sized_vfio_examples(cmd: int, trapped: bool) -> None:
+    program = seccomp.build_filter({FIONREAD}, sized_type=ord(";"))
+    got = run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, cmd, 0)))
+    assert got == (SECCOMP_RET_USER_NOTIF if trapped else SECCOMP_RET_ALLOW)
+
+
 def test_program_shape() -> None:
     insns = seccomp.decode_filter(seccomp.build_filter([GET_DEVICE_FD, FIONREAD, FIONREAD]))
     assert insns == [
@@ -105,13 +131,15 @@ def test_program_shape() -> None:
 
 def test_the_launchers_filter_traps_its_commands_and_nothing_else() -> None:
     assert TRAPPED_COMMANDS == set(vfs.TRAPPED) | {VFIO_GROUP_GET_DEVICE_FD}
-    program = seccomp.build_filter(TRAPPED_COMMANDS)
-    assert len(seccomp.decode_filter(program)) == 7 + len(TRAPPED_COMMANDS)
+    program = SECCOMP_FILTER
+    assert len(seccomp.decode_filter(program)) == 7 + len(TRAPPED_COMMANDS) + 3
     for cmd in TRAPPED_COMMANDS:
         assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, cmd))) == SECCOMP_RET_USER_NOTIF
     for cmd in (0x5451, 0x5450, 0x5421, 0x5452, 2, 0xC020660B, 0x3B64, 0x3B65):
         # FIOCLEX FIONCLEX FIONBIO FIOASYNC FIGETBSZ FS_IOC_FIEMAP, GET_API_VERSION, CHECK_EXTENSION
         assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, cmd))) == SECCOMP_RET_ALLOW
+    # Sized VFIO-type commands are trapped too.
+    assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, 0xC0143B6B))) == SECCOMP_RET_USER_NOTIF
 
 
 def test_build_filter_rejects_nothing_and_too_much() -> None:
