@@ -249,7 +249,12 @@ class DevFs:
         brought it: ``run`` is the driver (the engine file's ioctl) or the VFS's answer.
         """
         if self.tracer is None:
-            return run(self._caller_for(pid))
+            try:
+                return run(self._caller_for(pid))
+            except KernelError as e:
+                # The program sees only the errno; the log (-v) says why, as the trace does.
+                log.info("pid %d: %s %s: %s", pid, entry.node.path, _name(entry, cmd), e)
+                raise
         memory = RecordingMemory(self.memory(pid))
         started = time.time()
         t0 = time.perf_counter()
@@ -263,10 +268,7 @@ class DevFs:
         kind = entry.node.kind.value if entry.node.kind is not None else "container"
         definition = registry.lookup(kind, cmd)
         before, after = _decode_arg(definition, memory, arg)
-        name = registry.name_of(kind, cmd)
-        trap = vfs.TRAPPED.get(cmd)
-        if definition is None and trap is not None:
-            name = trap.name
+        name = _name(entry, cmd)
         if isinstance(result, OpenFile):
             after = {"new_fd": result.kind.value}
         self.tracer.record(IoctlRecord(
@@ -547,6 +549,15 @@ _MOUNTS = _MountTable()
 def _mounts() -> dict[int, tuple[int, int]]:
     """Mount id -> (major, minor) of every mount in our namespace."""
     return _MOUNTS.get()
+
+
+def _name(entry: _Open, cmd: int) -> str:
+    """The ioctl's name for logs and traces, as seen on ``entry``'s node."""
+    kind = entry.node.kind.value if entry.node.kind is not None else "container"
+    trap = vfs.TRAPPED.get(cmd)
+    if trap is not None and registry.lookup(kind, cmd) is None:
+        return trap.name
+    return registry.name_of(kind, cmd)
 
 
 def _fdinfo_field(info: bytes, name: bytes) -> int | None:
