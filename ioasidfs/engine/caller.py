@@ -74,6 +74,8 @@ class Caller:
       is what RLIMIT_MEMLOCK is checked against.
     * ``start_time()`` (clock ticks since boot, /proc/PID/stat field 22) tells one process from
       a later one with the same pid; see :data:`ProcessKey`.
+    * ``uid()`` is the caller's real uid: iommufd charges pins per user (``current_user()``)
+      unless the context accounts per process.
 
     The defaults describe a caller whose every page is pinnable and charged, with nothing
     locked yet and no limit: right for tests that do not care, wrong for a real process.
@@ -89,6 +91,7 @@ class Caller:
         default=lambda vaddr, size, write: PinScan(size // PAGE_SIZE))
     locked_pages: Callable[[], int] = field(default=lambda: 0)
     start_time: Callable[[], int] = field(default=lambda: 0)
+    uid: Callable[[], int] = field(default=lambda: 0)
 
     def process(self) -> int:
         """The caller's thread group (process) id: what the kernel calls current->mm's owner."""
