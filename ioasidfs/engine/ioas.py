@@ -1,0 +1,701 @@
+"""An I/O address space (IOAS): iommufd's ``io_pagetable`` (drivers/iommu/iommufd/
+io_pagetable.c, pages.c, ioas.c), the state that both the native IOMMU_IOAS_* ioctls and the
+VFIO container compatibility layer (``iommufd.py``) act on.
+
+What an IOAS holds, and why each part is here:
+
+* **Areas**: non-overlapping IOVA ranges ``[iova, last]`` (inclusive ends, so an area may end
+  at 2^64-1), each a byte slice of a :class:`Pages` object -- the user memory a MAP named,
+  page-aligned down -- with the IOMMU permissions asked for. Several areas may share one
+  Pages object (after a type1-v1 split, or IOAS_COPY): pins are per Pages page, not per area.
+* **Reserved ranges**, each tagged with its owner: a domain's outside-of-aperture ranges
+  (S3), an attached device's reserved regions (S5: for our emulated IOMMU the configured MSI
+  window and the other ``reserved_regions``). They are what IOVA_RANGES and the compat
+  IOVA_RANGE capability report the holes of; a MAP may not touch them (EINVAL).
+* **Allowed ranges** (IOAS_ALLOW_IOVAS): only steer the IOVA allocator and block new
+  reservations.
+* **Domains** (:class:`Domain`): the IOMMU page tables built on the IOAS, one per
+  HWPT_PAGING. With no domain the IOAS is a software table: MAP pins nothing and accepts any
+  user address, the alignment is 1 byte. The first domain pins every area (EFAULT/ENOMEM).
+* ``iova_alignment`` (S1) and ``large_pages_disabled`` (the type1 v1 emulation: PAGE_SIZE
+  IOPTEs only, so that any page-aligned range can later be split out of an area).
+
+Pinning is modelled, not performed: pinning a range asks the mapping process's
+:class:`~ioasidfs.engine.caller.Caller` what GUP would meet (``check_user_range``) and charges
+the pages to the ledger the Pages object's accounting mode names (pages.c:do_update_pinned):
+nothing for a CAP_IPC_LOCK mapper, the mapping user's counter by default, the mapping
+process's ``locked_vm`` in the VFIO-container mode. Unlike type1, iommufd pins a whole area and
+charges afterwards, so an unpinnable page (EFAULT) always wins over RLIMIT_MEMLOCK (ENOMEM),
+and every page counts, the shared zero page included.
+
+Everything here raises :class:`~ioasidfs.errors.KernelError` with the errno of the kernel
+function named in each docstring, checks in the kernel's order, and leaves the IOAS unchanged
+on failure unless the kernel does not (unmap is not atomic, cuts persist).
+"""
+from __future__ import annotations
+
+import bisect
+import enum
+import errno
+import heapq
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from ..config import IommuConfig, ReservedRegion
+from ..errors import KernelError
+from .caller import PAGE_SIZE, Caller, ProcessKey
+from .locked import LockedMemory, UserLockedMemory
+
+U64_MAX = (1 << 64) - 1
+HPAGE_SIZE = 2 << 20
+"""THP size: the IOVA allocator never aligns beyond it (CONFIG_TRANSPARENT_HUGEPAGE, as on every
+distribution kernel)."""
+
+IOMMU_READ = 1
+"""The device may read (IOMMU_READ; VFIO_DMA_MAP_FLAG_READ has the same value)."""
+IOMMU_WRITE = 2
+"""The device may write (IOMMU_WRITE; VFIO_DMA_MAP_FLAG_WRITE has the same value)."""
+
+
+def last_byte(start: int, length: int) -> int | None:
+    """check_add_overflow(start, length - 1): the inclusive end, or None past 2^64-1."""
+    last = start + length - 1
+    return last if last <= U64_MAX else None
+
+
+class AccountMode(enum.Enum):
+    """How a Pages object charges its pins (``iopt_pages.account_mode``), fixed at MAP time."""
+
+    NONE = "none"  # the mapper had CAP_IPC_LOCK
+    USER = "user"  # the mapping user's counter (iommufd's default)
+    MM = "mm"  # the mapping process's locked_vm (contexts opened as /dev/vfio/vfio)
+
+
+@dataclass
+class Accounting:
+    """The engine-wide ledgers pins are charged to: per process (shared with type1, both are
+    ``mm->locked_vm``) and per user."""
+
+    locked: LockedMemory = field(default_factory=LockedMemory)
+    users: UserLockedMemory = field(default_factory=UserLockedMemory)
+
+
+@dataclass(frozen=True, eq=False)
+class Domain:
+    """An IOMMU domain as its IOAS sees it: page sizes, aperture, cache coherency. Compared by
+    identity: two domains with the same geometry are still two page tables."""
+
+    pgsize_bitmap: int
+    aperture_start: int
+    aperture_last: int
+    enforce_cache_coherency: bool
+
+    @classmethod
+    def from_config(cls, iommu: IommuConfig) -> Domain:
+        """The paging domain our emulated IOMMU gives every device (all devices sit behind the
+        same IOMMU, so they could share one)."""
+        return cls(iommu.pgsize_bitmap, 0, iommu.aperture_end, iommu.enforce_cache_coherency)
+
+    @property
+    def min_page_size(self) -> int:
+        return self.pgsize_bitmap & -self.pgsize_bitmap
+
+
+class UnmapError(KernelError):
+    """An unmap failed part way; ``unmapped`` bytes were removed before the failure and stay
+    removed (iopt_unmap_iova_range is not atomic). The VFIO compat UNMAP_DMA reports them."""
+
+    def __init__(self, errno_: int, reason: str, unmapped: int) -> None:
+        super().__init__(errno_, reason)
+        self.unmapped = unmapped
+
+
+# ------------------------------------------------------------------------------ Pages
+
+class Pages:
+    """``struct iopt_pages``: a page-aligned range of the mapping process's memory.
+
+    ``source`` is the Caller that mapped it: a later pin (a domain added after a lazy MAP)
+    reads *that* process's memory and limits, as the kernel reads ``pages->source_mm``; if that
+    process is gone the pin fails EFAULT. ``_pinned`` lists the page-index ranges of the areas
+    currently loaded into domains (a multiset: a page stays pinned, and charged once, while
+    any of them covers it).
+    """
+
+    def __init__(self, source: Caller, uptr: int, length: int, writable: bool,
+                 mode: AccountMode) -> None:
+        self.source = source
+        self.source_key: ProcessKey = source.process_key()
+        self.uid = source.uid() if mode is AccountMode.USER else -1
+        self.uptr = uptr - uptr % PAGE_SIZE
+        self.npages = -(-(length + uptr % PAGE_SIZE) // PAGE_SIZE)
+        self.writable = writable
+        self.mode = mode
+        self._pinned: list[tuple[int, int]] = []
+        self.npinned = 0
+
+    def _uncovered(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The sub-ranges of page indexes [first, last] no pinned area covers."""
+        runs = [(first, last)]
+        for lo, hi in self._pinned:
+            cut: list[tuple[int, int]] = []
+            for a, b in runs:
+                if hi < a or lo > b:
+                    cut.append((a, b))
+                    continue
+                if a < lo:
+                    cut.append((a, lo - 1))
+                if hi < b:
+                    cut.append((hi + 1, b))
+            runs = cut
+        return runs
+
+    def pin(self, first: int, last: int, accounting: Accounting) -> None:
+        """Pin page indexes [first, last] for an area being loaded into the domains
+        (pfn_reader_user_pin + pfn_reader_update_pinned): GUP every page not pinned yet
+        (EFAULT on the first it cannot pin), then charge them all at once (ENOMEM)."""
+        runs = self._uncovered(first, last)
+        for lo, hi in runs:
+            self._check_source(lo, hi)
+        count = sum(hi - lo + 1 for lo, hi in runs)
+        self._charge(count, accounting)
+        self._pinned.append((first, last))
+        self.npinned += count
+
+    def unpin(self, first: int, last: int, accounting: Accounting) -> None:
+        """The area covering [first, last] leaves the domains: unpin and uncharge the pages no
+        other pinned area still holds (update_unpinned)."""
+        self._pinned.remove((first, last))
+        count = sum(hi - lo + 1 for lo, hi in self._uncovered(first, last))
+        self._uncharge(count, accounting)
+        self.npinned -= count
+
+    def repin(self, old: tuple[int, int], new: Iterable[tuple[int, int]]) -> None:
+        """A pinned area was split: its halves hold the same pages (no pin changes)."""
+        self._pinned.remove(old)
+        self._pinned.extend(new)
+
+    def _check_source(self, first: int, last: int) -> None:
+        """What pin_user_pages(FOLL_LONGTERM [| FOLL_WRITE]) would meet on the source range."""
+        vaddr = self.uptr + first * PAGE_SIZE
+        size = (last - first + 1) * PAGE_SIZE
+        try:
+            if self.source.process_key() != self.source_key:
+                raise KernelError(errno.ESRCH, "the pid now names another process")
+            scan = self.source.check_user_range(vaddr, size, self.writable)
+        except KernelError as e:
+            if e.errno != errno.ESRCH:
+                raise
+            # mmget_not_zero(source_mm) failed: the mapping process has exited.
+            raise KernelError(errno.EFAULT, f"the process that mapped {vaddr:#x} has exited") from None
+        if scan.fault is not None:
+            raise KernelError(scan.fault, f"cannot pin {size:#x} bytes at {vaddr:#x}"
+                                          f"{' for writing' if self.writable else ''}")
+
+    def _charge(self, count: int, accounting: Accounting) -> None:
+        if count == 0 or self.mode is AccountMode.NONE:
+            return
+        limit = self.source.memlock_limit()
+        if self.mode is AccountMode.USER:
+            accounting.users.charge(self.uid, count, limit)
+        else:
+            accounting.locked.charge_pinned(self.source_key, count, limit, self.source.locked_pages())
+
+    def _uncharge(self, count: int, accounting: Accounting) -> None:
+        if self.mode is AccountMode.USER:
+            accounting.users.uncharge(self.uid, count)
+        elif self.mode is AccountMode.MM:
+            accounting.locked.uncharge(self.source_key, count)
+
+
+# ------------------------------------------------------------------------------ areas
+
+class Area:
+    """``struct iopt_area``: IOVA ``[iova, last]`` backed by ``pages`` from ``start_byte``.
+    ``pinned`` is true while the area is loaded into the IOAS's domains."""
+
+    __slots__ = ("iova", "last", "pages", "start_byte", "prot", "pinned")
+
+    def __init__(self, iova: int, last: int, pages: Pages, start_byte: int, prot: int) -> None:
+        self.iova = iova
+        self.last = last
+        self.pages = pages
+        self.start_byte = start_byte
+        self.prot = prot
+        self.pinned = False
+
+    @property
+    def length(self) -> int:
+        return self.last - self.iova + 1
+
+    @property
+    def page_offset(self) -> int:
+        return self.start_byte % PAGE_SIZE
+
+    @property
+    def index(self) -> int:
+        """First page index of ``pages`` this area uses."""
+        return self.start_byte // PAGE_SIZE
+
+    @property
+    def last_index(self) -> int:
+        return (self.start_byte + self.length - 1) // PAGE_SIZE
+
+    @property
+    def vaddr(self) -> int:
+        """The user address of the first byte (what a DMA to ``iova`` reaches)."""
+        return self.pages.uptr + self.start_byte
+
+    def start_byte_at(self, iova: int) -> int:
+        """iopt_area_start_byte: the offset into ``pages`` of IOVA ``iova``."""
+        return self.start_byte + (iova - self.iova)
+
+    def __repr__(self) -> str:
+        return f"Area([{self.iova:#x}, {self.last:#x}] <- {self.vaddr:#x}, prot {self.prot})"
+
+
+class AreaTree:
+    """Areas sorted by IOVA (the kernel's ``area_itree``), answering only what the IOAS asks:
+    which areas intersect a range, which one contains an IOVA, in order. Sorted lists and
+    bisect: O(log n) lookups; inserts and block deletes are one memmove each."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._areas: list[Area] = []
+
+    def __len__(self) -> int:
+        return len(self._areas)
+
+    def __iter__(self) -> Iterator[Area]:
+        return iter(list(self._areas))
+
+    def _first_from(self, start: int) -> int:
+        """Index of the first area whose last byte is at or above ``start``."""
+        index = bisect.bisect_right(self._starts, start)
+        if index and self._areas[index - 1].last >= start:
+            return index - 1
+        return index
+
+    def span(self, start: int, last: int) -> tuple[int, int]:
+        """Index range [i, j) of the areas intersecting ``[start, last]``."""
+        first = self._first_from(start)
+        return first, bisect.bisect_right(self._starts, last, lo=first)
+
+    def slice(self, i: int, j: int) -> list[Area]:
+        return self._areas[i:j]
+
+    def intersecting(self, start: int, last: int) -> list[Area]:
+        return self.slice(*self.span(start, last))
+
+    def first_intersecting(self, start: int, last: int) -> Area | None:
+        i, j = self.span(start, last)
+        return self._areas[i] if i < j else None
+
+    def iter_from(self, start: int) -> Iterator[Area]:
+        """Areas ending at or after ``start``, ascending (lazily: the allocator stops early)."""
+        for index in range(self._first_from(start), len(self._areas)):
+            yield self._areas[index]
+
+    def insert(self, area: Area) -> None:
+        index = bisect.bisect_left(self._starts, area.iova)
+        assert index == len(self._areas) or self._areas[index].iova > area.last, "overlap"
+        assert index == 0 or self._areas[index - 1].last < area.iova, "overlap"
+        self._starts.insert(index, area.iova)
+        self._areas.insert(index, area)
+
+    def delete(self, i: int, j: int) -> None:
+        del self._starts[i:j]
+        del self._areas[i:j]
+
+    def replace(self, old: Area, new: list[Area]) -> None:
+        """Put ``new`` (covering exactly ``old``'s range) in place of ``old``."""
+        index = bisect.bisect_left(self._starts, old.iova)
+        assert self._areas[index] is old
+        self._starts[index:index + 1] = [a.iova for a in new]
+        self._areas[index:index + 1] = new
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """One reserved IOVA range and who reserved it (a Domain, a device, or anything else)."""
+
+    start: int
+    last: int
+    owner: object
+
+
+def _merged(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, with overlapping or touching intervals joined (the kernel's span iterators
+    treat touching nodes as one used span)."""
+    out: list[tuple[int, int]] = []
+    for start, last in sorted(intervals):
+        if out and start <= out[-1][1] + 1:
+            if last > out[-1][1]:
+                out[-1] = (out[-1][0], last)
+        else:
+            out.append((start, last))
+    return out
+
+
+def _holes(used: Iterable[tuple[int, int]], lo: int, hi: int) -> Iterator[tuple[int, int]]:
+    """The maximal sub-ranges of [lo, hi] not covered by ``used`` (sorted by start)."""
+    cursor = lo
+    for start, last in used:
+        if last < cursor:
+            continue
+        if start > hi:
+            break
+        if start > cursor:
+            yield cursor, start - 1
+        if last >= hi:
+            return
+        cursor = last + 1
+    yield cursor, hi
+
+
+def _fit(start: int, last: int, length: int, align: int, page_offset: int) -> int | None:
+    """__alloc_iova_check_range, literally: round ``start`` up to ``align``, OR in the page
+    offset, and require the result below ``last`` with ``length`` bytes to spare."""
+    aligned = start + align - 1
+    if aligned > U64_MAX:
+        return None
+    aligned = (aligned - aligned % align) | page_offset
+    if aligned >= last or last - aligned < length - 1:
+        return None
+    return aligned
+
+
+# ------------------------------------------------------------------------------ the IOAS
+
+class Ioas:
+    """``struct io_pagetable`` (and the IOAS object's state around it)."""
+
+    def __init__(self, accounting: Accounting | None = None) -> None:
+        self.accounting = accounting if accounting is not None else Accounting()
+        self.areas = AreaTree()
+        self.reserved: list[Reserved] = []
+        self.allowed: list[tuple[int, int]] = []
+        self.domains: list[Domain] = []
+        self.large_pages_disabled = False
+        # Software tables can use the whole size_t IOVA space, at any byte alignment.
+        self.iova_alignment = 1
+
+    # ---------------------------------------------------------------- alignment (S1, S2)
+    def _wanted_alignment(self) -> int:
+        """iopt_calculate_iova_alignment: PAGE_SIZE with large pages off (batch_iommu_map_small
+        maps PAGE_SIZE units), raised to every domain's smallest page size."""
+        alignment = PAGE_SIZE if self.large_pages_disabled else 1
+        for domain in self.domains:
+            alignment = max(alignment, domain.min_page_size)
+        return alignment
+
+    def _check_alignment(self, alignment: int) -> None:
+        """iopt_check_iova_alignment: every area must already conform (EADDRINUSE)."""
+        mask = alignment - 1
+        for area in self.areas:
+            if (area.iova | area.length | area.page_offset) & mask:
+                raise KernelError(errno.EADDRINUSE, f"{area!r} is not {alignment:#x}-aligned")
+
+    def _recalculate_alignment(self) -> None:
+        alignment = self._wanted_alignment()
+        if alignment > self.iova_alignment:
+            self._check_alignment(alignment)
+        self.iova_alignment = alignment
+
+    def disable_large_pages(self) -> None:
+        """iopt_disable_large_pages (VFIO_SET_IOMMU(TYPE1), OPTION HUGE_PAGES=0): refused
+        (EINVAL) once a domain holds mappings -- they may already use large IOPTEs."""
+        if self.large_pages_disabled:
+            return
+        if self.domains and len(self.areas):
+            raise KernelError(errno.EINVAL, "cannot disable large pages: domains already hold mappings")
+        self.large_pages_disabled = True
+        try:
+            self._recalculate_alignment()
+        except KernelError:
+            self.large_pages_disabled = False
+            raise
+
+    def enable_large_pages(self) -> None:
+        """iopt_enable_large_pages: always succeeds (the alignment can only shrink)."""
+        self.large_pages_disabled = False
+        self._recalculate_alignment()
+
+    # ---------------------------------------------------------------- reservations (S5, S6)
+    def reserve(self, start: int, last: int, owner: object) -> None:
+        """iopt_reserve_iova: a reservation may not cover a mapped or an allowed IOVA."""
+        if self.areas.first_intersecting(start, last) is not None or any(
+                a <= last and start <= b for a, b in self.allowed):
+            raise KernelError(errno.EADDRINUSE, f"[{start:#x}, {last:#x}] is mapped or allowed")
+        self.reserved.append(Reserved(start, last, owner))
+
+    def remove_reserved(self, owner: object) -> None:
+        self.reserved = [r for r in self.reserved if r.owner is not owner]
+
+    def reserve_device_regions(self, regions: Iterable[ReservedRegion], owner: object) -> None:
+        """iopt_table_enforce_dev_resv_regions: a device attaching to a paging domain of this
+        IOAS reserves its reserved regions (all of ours are hard reservations; the kernel only
+        skips "direct-relaxable" ones). All or nothing (EADDRINUSE)."""
+        try:
+            for region in regions:
+                self.reserve(region.start, region.end, owner)
+        except KernelError:
+            self.remove_reserved(owner)
+            raise
+
+    def _reserved_intersecting(self, start: int, last: int) -> bool:
+        return any(r.start <= last and start <= r.last for r in self.reserved)
+
+    def iova_ranges(self) -> list[tuple[int, int]]:
+        """The usable IOVA ranges: the holes of the reserved set over [0, 2^64-1], ascending
+        (what IOAS_IOVA_RANGES and the compat IOVA_RANGE capability report)."""
+        used = _merged((r.start, r.last) for r in self.reserved)
+        return list(_holes(used, 0, U64_MAX))
+
+    def set_allowed(self, ranges: list[tuple[int, int]]) -> None:
+        """iopt_set_allow_iova: the new list replaces the old unless one of its ranges
+        touches a reservation (EADDRINUSE, old list kept). Areas are not checked."""
+        for start, last in ranges:
+            if self._reserved_intersecting(start, last):
+                raise KernelError(errno.EADDRINUSE, f"allowed [{start:#x}, {last:#x}] is reserved")
+        self.allowed = sorted(ranges)
+
+    # ---------------------------------------------------------------- domains (S3, S4)
+    def add_domain(self, domain: Domain) -> None:
+        """iopt_table_add_domain: raise the alignment (EINVAL above PAGE_SIZE, EADDRINUSE for a
+        misaligned area), reserve what lies outside the aperture (EADDRINUSE), then pin and
+        load every area (EFAULT, ENOMEM). Any failure undoes everything."""
+        assert domain not in self.domains
+        alignment = max(domain.min_page_size, self.iova_alignment)
+        if alignment > PAGE_SIZE:
+            raise KernelError(errno.EINVAL, f"domain page size {alignment:#x} exceeds PAGE_SIZE")
+        if alignment != self.iova_alignment:
+            self._check_alignment(alignment)
+        try:
+            if domain.aperture_start != 0:
+                self.reserve(0, domain.aperture_start - 1, domain)
+            if domain.aperture_last != U64_MAX:
+                self.reserve(domain.aperture_last + 1, U64_MAX, domain)
+            if not self.domains:
+                self._pin_all()
+        except KernelError:
+            self.remove_reserved(domain)
+            raise
+        self.iova_alignment = alignment
+        self.domains.append(domain)
+
+    def remove_domain(self, domain: Domain) -> None:
+        """iopt_table_remove_domain: the last domain leaving unpins every area; its aperture
+        reservations go and the alignment is recomputed (it may shrink)."""
+        self.domains.remove(domain)
+        if not self.domains:
+            for area in self.areas:
+                self._unpin(area)
+        self.remove_reserved(domain)
+        self._recalculate_alignment()
+
+    def _pin_all(self) -> None:
+        """iopt_fill_domain: area by area in IOVA order; the first failure unpins the ones
+        done before it."""
+        done: list[Area] = []
+        try:
+            for area in self.areas:
+                self._pin(area)
+                done.append(area)
+        except KernelError:
+            for area in done:
+                self._unpin(area)
+            raise
+
+    def _pin(self, area: Area) -> None:
+        area.pages.pin(area.index, area.last_index, self.accounting)
+        area.pinned = True
+
+    def _unpin(self, area: Area) -> None:
+        if area.pinned:
+            area.pages.unpin(area.index, area.last_index, self.accounting)
+            area.pinned = False
+
+    def enforces_cache_coherency(self) -> bool:
+        """Every paging domain enforces coherency (vacuously true without any)."""
+        return all(d.enforce_cache_coherency for d in self.domains)
+
+    def vfio_pgsizes(self) -> int:
+        """iommufd_get_pagesizes: the page sizes every domain supports (all-ones without a
+        domain), sub-page sizes folded into PAGE_SIZE, at least the IOVA alignment."""
+        bitmap = U64_MAX
+        for domain in self.domains:
+            bitmap &= domain.pgsize_bitmap
+        if bitmap & (PAGE_SIZE - 1):
+            bitmap = (bitmap & ~(PAGE_SIZE - 1)) | PAGE_SIZE
+        return max(bitmap, self.iova_alignment)
+
+    # ---------------------------------------------------------------- map (M5-M9, A1-A6)
+    def map_user(self, caller: Caller, iova: int | None, uptr: int, length: int, prot: int,
+                 *, account_mm: bool) -> int:
+        """iopt_map_user_pages: map ``length`` bytes of the caller's memory at ``uptr`` to
+        ``iova`` (None: let the allocator choose). Returns the IOVA.
+
+        ``account_mm`` is the context's RLIMIT_MODE (per process when opened as
+        /dev/vfio/vfio or after IOMMU_OPTION): a mapper without CAP_IPC_LOCK is charged per
+        user otherwise, a mapper with it not at all."""
+        if uptr + length > U64_MAX:  # iopt_alloc_user_pages (>= 6.13)
+            raise KernelError(errno.EOVERFLOW, f"{uptr:#x} + {length:#x} runs past 2^64")
+        if length == 0 or length > U64_MAX - PAGE_SIZE:  # iopt_alloc_pages
+            raise KernelError(errno.EINVAL, f"length {length:#x}")
+        if caller.can_lock_memory():
+            mode = AccountMode.NONE
+        else:
+            mode = AccountMode.MM if account_mm else AccountMode.USER
+        pages = Pages(caller, uptr, length, bool(prot & IOMMU_WRITE), mode)
+        return self.map_pages(pages, uptr % PAGE_SIZE, length, iova, prot, hint=uptr)
+
+    def map_pages(self, pages: Pages, start_byte: int, length: int, iova: int | None,
+                  prot: int, *, hint: int) -> int:
+        """iopt_alloc_area_pages + iopt_insert_area + iopt_area_fill_domains for one area
+        of ``pages`` from ``start_byte``. ``hint`` is the address the allocator keeps the
+        alignment of (A1)."""
+        if length & (self.iova_alignment - 1) or not length:
+            raise KernelError(errno.EINVAL, f"length {length:#x} is not a multiple of the IOVA "
+                                            f"alignment {self.iova_alignment:#x}")
+        if iova is None:
+            iova = self.alloc_iova(hint, length)
+        else:
+            self.check_iova(iova, length)
+        if prot & IOMMU_WRITE and not pages.writable:
+            raise KernelError(errno.EPERM, "writable mapping of read-only pages")
+        if (start_byte % PAGE_SIZE) & (self.iova_alignment - 1):
+            raise KernelError(errno.EINVAL, f"user address offset {start_byte % PAGE_SIZE:#x} is not "
+                                            f"{self.iova_alignment:#x}-aligned")
+        area = Area(iova, iova + length - 1, pages, start_byte, prot)
+        if self.domains:
+            self._pin(area)
+        self.areas.insert(area)
+        return iova
+
+    def check_iova(self, iova: int, length: int) -> None:
+        """iopt_check_iova for a FIXED_IOVA map: alignment, overflow, reserved, overlap."""
+        if iova & (self.iova_alignment - 1):
+            raise KernelError(errno.EINVAL, f"IOVA {iova:#x} is not {self.iova_alignment:#x}-aligned")
+        last = last_byte(iova, length)
+        if last is None:
+            raise KernelError(errno.EOVERFLOW, f"IOVA {iova:#x} + {length:#x} runs past 2^64")
+        if self._reserved_intersecting(iova, last):
+            raise KernelError(errno.EINVAL, f"[{iova:#x}, {last:#x}] touches a reserved range")
+        existing = self.areas.first_intersecting(iova, last)
+        if existing is not None:
+            raise KernelError(errno.EEXIST, f"[{iova:#x}, {last:#x}] overlaps {existing!r}")
+
+    def alloc_iova(self, addr: int, length: int) -> int:
+        """iopt_alloc_iova: the lowest free IOVA, aligned like ``addr`` (or like the length
+        when ``addr`` is 0) up to 2 MiB, that keeps ``addr``'s offset in its page. Never 0:
+        the search starts at PAGE_SIZE, inside the allowed ranges if any."""
+        page_offset = addr % PAGE_SIZE
+        if length == 0 or length >= U64_MAX // 2:
+            raise KernelError(errno.EOVERFLOW, f"length {length:#x} is too large to place")
+        align = 1 << (length - 1).bit_length()
+        if addr:
+            align = min(align, addr & -addr)
+        if align >= HPAGE_SIZE:
+            align = HPAGE_SIZE
+        if align < self.iova_alignment:
+            raise KernelError(errno.EINVAL, f"{addr:#x} allows only {align:#x} alignment, the IOAS "
+                                            f"needs {self.iova_alignment:#x}")
+        low, high = PAGE_SIZE, U64_MAX - PAGE_SIZE
+        if self.allowed:
+            windows = [(max(s, low), min(e, high)) for s, e in _merged(self.allowed)
+                       if s <= high and e >= low]
+        else:
+            windows = [(low, high)]
+        for window_start, window_last in windows:
+            start = _fit(window_start, window_last, length, align, page_offset)
+            if start is None:
+                continue
+            for hole_start, hole_last in _holes(self._used_from(start), start, window_last):
+                found = _fit(hole_start, hole_last, length, align, page_offset)
+                if found is not None:
+                    return found
+        raise KernelError(errno.ENOSPC, f"no free {length:#x}-byte IOVA range")
+
+    def _used_from(self, start: int) -> Iterator[tuple[int, int]]:
+        """Reserved ranges and areas from ``start`` up, merged into one ascending stream."""
+        reserved = sorted((r.start, r.last) for r in self.reserved if r.last >= start)
+        areas = ((a.iova, a.last) for a in self.areas.iter_from(start))
+        return heapq.merge(reserved, areas)
+
+    # ---------------------------------------------------------------- unmap (U3-U7)
+    def unmap_iova(self, iova: int, length: int) -> int:
+        """iopt_unmap_iova: remove the areas inside [iova, iova+length-1]; returns the bytes
+        removed (0 when nothing was mapped there: success since the late-2025 change)."""
+        if not length:
+            raise UnmapError(errno.EINVAL, "length 0", 0)
+        last = last_byte(iova, length)
+        if last is None:
+            raise UnmapError(errno.EOVERFLOW, f"{iova:#x} + {length:#x} runs past 2^64", 0)
+        return self._unmap_range(iova, last)
+
+    def unmap_all(self) -> int:
+        """iopt_unmap_all: everything; succeeds on an empty IOAS."""
+        return self._unmap_range(0, U64_MAX)
+
+    def _unmap_range(self, start: int, last: int) -> int:
+        """iopt_unmap_iova_range: ascending, each intersecting area must lie wholly inside
+        (ENOENT otherwise); areas removed before a failure stay removed. Only the first and the
+        last intersecting area can stick out, so the walk is one block delete."""
+        i, j = self.areas.span(start, last)
+        if i == j:
+            return 0
+        doomed = self.areas.slice(i, j)
+        if doomed[0].iova < start:
+            raise UnmapError(errno.ENOENT, f"{doomed[0]!r} starts before {start:#x}", 0)
+        sticks_out = doomed[-1].last > last
+        if sticks_out:
+            doomed.pop()
+        self.areas.delete(i, i + len(doomed))
+        unmapped = 0
+        for area in doomed:
+            self._unpin(area)
+            unmapped += area.length
+        if sticks_out:
+            raise UnmapError(errno.ENOENT, f"an area runs past {last:#x}", unmapped)
+        return unmapped
+
+    # ---------------------------------------------------------------- type1 v1 emulation
+    def cut(self, iovas: list[int]) -> None:
+        """iopt_cut_iova: split the area containing each IOVA so that the IOVA becomes an
+        area's last byte. Stops at the first failure; earlier cuts persist."""
+        for iova in iovas:
+            area = self.areas.first_intersecting(iova, iova)
+            if area is not None:
+                self._split(area, iova)
+
+    def _split(self, area: Area, iova: int) -> None:
+        """iopt_area_split: both halves keep the same pages; nothing is re-pinned."""
+        if iova in (area.iova, area.last):
+            return
+        new_start = iova + 1
+        mask = self.iova_alignment - 1
+        if new_start & mask or area.start_byte_at(new_start) & mask:
+            raise KernelError(errno.EINVAL, f"cannot cut {area!r} at {new_start:#x}: misaligned")
+        if area.pinned and not self.large_pages_disabled:
+            raise KernelError(errno.EINVAL, f"{area!r} may be mapped with large IOPTEs")
+        lhs = Area(area.iova, iova, area.pages, area.start_byte, area.prot)
+        rhs = Area(new_start, area.last, area.pages, area.start_byte_at(new_start), area.prot)
+        if area.pinned:
+            area.pages.repin((area.index, area.last_index),
+                             [(lhs.index, lhs.last_index), (rhs.index, rhs.last_index)])
+            lhs.pinned = rhs.pinned = True
+        self.areas.replace(area, [lhs, rhs])
+
+    # ---------------------------------------------------------------- lifetime
+    def destroy(self) -> None:
+        """iommufd_ioas_destroy: unmap (unpin, uncharge) everything, forget the allowed list.
+        Domains and their reservations are gone already (their HWPTs held the IOAS)."""
+        self.unmap_all()
+        self.allowed = []
+        self.reserved = []
+
+    def pinned_pages(self) -> int:
+        """Pages pinned for this IOAS's areas (each Pages object counted once)."""
+        seen: dict[int, Pages] = {id(a.pages): a.pages for a in self.areas}
+        return sum(p.npinned for p in seen.values())
