@@ -17,7 +17,8 @@ from .device import CdevFile, Device
 from .files import FileKind, OpenFile
 from .group import Group, GroupFile
 from .iommufd import IommufdContext, IommufdFile
-from .locked import LockedMemory
+from .ioas import Accounting
+from .locked import LockedMemory, UserLockedMemory
 from .type1 import ContainerFile, Type1Container
 
 log = logging.getLogger("ioasidfs.engine")
@@ -36,14 +37,18 @@ class Engine:
         self.devices = {d.bdf: Device(d, i) for i, d in enumerate(config.devices)}
         # Pinned pages count against each process's RLIMIT_MEMLOCK across all its containers.
         self.locked_memory = LockedMemory()
+        # iommufd charges pins per user by default (user_struct->locked_vm), per process -- the
+        # same counter as type1 -- when opened as /dev/vfio/vfio.
+        self.pin_accounting = Accounting(self.locked_memory, UserLockedMemory())
 
     def open(self, kind: FileKind, key: object, caller: Caller) -> OpenFile:
         if kind is FileKind.CONTAINER:
             if self.config.container_personality == "iommufd":
-                return IommufdFile(IommufdContext(self.config.iommu, as_vfio_container=True))
+                return IommufdFile(IommufdContext(self.config.iommu, self.pin_accounting,
+                                                  as_vfio_container=True))
             return ContainerFile(Type1Container(self.config.iommu, self.locked_memory))
         if kind is FileKind.IOMMUFD:
-            return IommufdFile(IommufdContext(self.config.iommu))
+            return IommufdFile(IommufdContext(self.config.iommu, self.pin_accounting))
         if kind is FileKind.GROUP:
             assert isinstance(key, int)
             return self._open_group(self.groups[key])

@@ -152,6 +152,12 @@ class GroupFile(OpenFile):
             raise KernelError(errno.EINVAL, f"group {group.id} is not in a container")
         if group.container is not None and group.container.iommu is None:
             raise KernelError(errno.EINVAL, "VFIO_SET_IOMMU has not been done on the container")
+        if group.iommufd is not None:
+            # vfio_df_group_open -> vfio_iommufd_bind runs before the fd exists, so its errors
+            # (ENODEV, EADDRINUSE, EFAULT, ENOMEM...) are what this ioctl answers. No fd can be
+            # made yet: undo the bind, as the kernel does when a later step of the open fails.
+            bound = group.iommufd.bind_group_device(device_name)
+            group.iommufd.unbind_device(bound)
         log.warning("VFIO_GROUP_GET_DEVICE_FD(%s): creating an fd in the caller needs `ioasidfs run` "
                     "(FUSE cannot install one); device fds are not emulated yet", device_name)
         raise KernelError(errno.EOPNOTSUPP, "device fds need `ioasidfs run` and the devices emulation")

@@ -7,23 +7,29 @@ Dispatch follows iommufd_fops_ioctl: the command's nr byte alone decides whether
 match the table entry (ENOTTY), ``size`` must reach the minimum (EINVAL), and any bytes past the
 kernel's struct must be zero (E2BIG) — the copy_struct_from_user protocol that lets old and new
 programs share one ABI.
+
+The IOAS model itself (areas, reservations, domains, pinning) is ``ioas.py``; this module owns
+the objects table, the compat IOAS selection, devices and their automatic domains, and the
+argument handling of each ioctl.
 """
 from __future__ import annotations
 
 import errno
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..config import IommuConfig
 from ..errors import KernelError
 from ..uapi import iommufd as I
 from ..uapi import vfio as V
 from ..uapi.ioctl import ioc_nr
-from ..uapi.layout import Layout
-from .argsz import read_argsz_struct, read_u32
+from ..uapi.layout import FieldValue, Layout
+from .argsz import copy_in, copy_out, read_argsz_struct, read_u32
 from .caller import Caller
+from .capchain import CAP_ALIGNMENT
 from .files import FileKind, OpenFile
+from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Accounting, Domain, Ioas, UnmapError
 
 if TYPE_CHECKING:
     from .group import Group
@@ -56,14 +62,16 @@ def _destroy(ctx: "IommufdContext", caller: Caller, data: bytearray, arg: int) -
 # The table of a kernel without CONFIG_IOMMUFD_TEST: nr 0x80..0x94, no holes.
 NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
     _slot(I.IOMMU_DESTROY, I.DESTROY, _destroy),
-    _slot(I.IOMMU_IOAS_ALLOC, I.IOAS_ALLOC),
-    _slot(I.IOMMU_IOAS_ALLOW_IOVAS, I.IOAS_ALLOW_IOVAS),
+    _slot(I.IOMMU_IOAS_ALLOC, I.IOAS_ALLOC, lambda c, caller, d, a: c.ioas_alloc(caller, d, a)),
+    _slot(I.IOMMU_IOAS_ALLOW_IOVAS, I.IOAS_ALLOW_IOVAS,
+          lambda c, caller, d, a: c.ioas_allow_iovas(caller, d, a)),
     _slot(I.IOMMU_IOAS_COPY, I.IOAS_COPY),
-    _slot(I.IOMMU_IOAS_IOVA_RANGES, I.IOAS_IOVA_RANGES),
-    _slot(I.IOMMU_IOAS_MAP, I.IOAS_MAP),
-    _slot(I.IOMMU_IOAS_UNMAP, I.IOAS_UNMAP),
+    _slot(I.IOMMU_IOAS_IOVA_RANGES, I.IOAS_IOVA_RANGES,
+          lambda c, caller, d, a: c.ioas_iova_ranges(caller, d, a)),
+    _slot(I.IOMMU_IOAS_MAP, I.IOAS_MAP, lambda c, caller, d, a: c.ioas_map(caller, d, a)),
+    _slot(I.IOMMU_IOAS_UNMAP, I.IOAS_UNMAP, lambda c, caller, d, a: c.ioas_unmap(caller, d, a)),
     _slot(I.IOMMU_OPTION, I.OPTION),
-    _slot(I.IOMMU_VFIO_IOAS, I.VFIO_IOAS),
+    _slot(I.IOMMU_VFIO_IOAS, I.VFIO_IOAS, lambda c, caller, d, a: c.vfio_ioas(caller, d, a)),
     _slot(I.IOMMU_HWPT_ALLOC, I.HWPT_ALLOC),
     _slot(I.IOMMU_GET_HW_INFO, I.HW_INFO),
     _slot(I.IOMMU_HWPT_SET_DIRTY_TRACKING, I.HWPT_SET_DIRTY_TRACKING),
@@ -79,6 +87,10 @@ NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
 ])
 _NATIVE_END = max(NATIVE_IOCTLS) + 1
 _COMPAT_INFO_MINSZ = V.TYPE1_INFO.field_end("iova_pgsizes")
+_COMPAT_MAP_FLAGS = V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE
+_IOAS_MAP_FLAGS = I.IOMMU_IOAS_MAP_FIXED_IOVA | I.IOMMU_IOAS_MAP_WRITEABLE | I.IOMMU_IOAS_MAP_READABLE
+_U32_MAX = 0xFFFFFFFF
+"""DMA_AVAIL on iommufd: no entry limit (s390 QEMU needs more than type1's U16_MAX)."""
 
 
 def copy_struct_from_user(caller: Caller, arg: int, user_size: int, ksize: int) -> bytearray:
@@ -93,19 +105,51 @@ def copy_struct_from_user(caller: Caller, arg: int, user_size: int, ksize: int) 
     return data
 
 
+class HwptPaging:
+    """An IOMMUFD_OBJ_HWPT_PAGING: one IOMMU domain built on an IOAS, shared by the devices
+    attached to it. ``auto`` ones are created by attaching a device to an IOAS and die with
+    their last device (device.c:iommufd_device_auto_get_domain)."""
+
+    def __init__(self, ioas: Ioas, domain: Domain, *, auto: bool) -> None:
+        self.ioas = ioas
+        self.domain = domain
+        self.auto = auto
+        self.devices: list[BoundDevice] = []
+
+
+class BoundDevice:
+    """An IOMMUFD_OBJ_DEVICE: a device bound to the context (here by a VFIO group's first open
+    of it, vfio_iommufd_bind). Its driver holds it, so IOMMU_DESTROY of it is always EBUSY."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.hwpt: HwptPaging | None = None
+
+
 class IommufdContext:
     """``struct iommufd_ctx``: the objects of one open /dev/iommu file.
 
     ``as_vfio_container`` is set when the context was opened through /dev/vfio/vfio on a kernel
-    built with CONFIG_IOMMUFD_VFIO_CONTAINER (locked memory is then accounted per mm, as type1).
+    built with CONFIG_IOMMUFD_VFIO_CONTAINER: locked memory is then accounted per process, as
+    type1 does (main.c:iommufd_fops_open), instead of per user.
+
+    The context lives while its file is open, a VFIO group is attached to it, or a device is
+    bound to it (each holds a reference, main.c:iommufd_ctx_get); then every object is
+    destroyed and every pin given back (iommufd_fops_release).
     """
 
-    def __init__(self, iommu: IommuConfig, *, as_vfio_container: bool = False) -> None:
+    def __init__(self, iommu: IommuConfig, accounting: Accounting | None = None, *,
+                 as_vfio_container: bool = False) -> None:
         self.iommu_config = iommu
+        self.accounting = accounting if accounting is not None else Accounting()
         self.as_vfio_container = as_vfio_container
+        self.account_mm = as_vfio_container
         self.objects: dict[int, object] = {}
-        self.compat_ioas_id: int | None = None
+        self.compat: Ioas | None = None
+        self.hwpts: list[HwptPaging] = []  # creation order: the order auto domains are tried
         self.groups: list[Group] = []
+        self.devices: list[BoundDevice] = []
+        self.file_open = True
 
     # ---- object ids: the lowest free id in [1, 2^31-1], reused as soon as it is freed
     def allocate_id(self, obj: object) -> int:
@@ -115,31 +159,155 @@ class IommufdContext:
         self.objects[new_id] = obj
         return new_id
 
+    def id_of(self, obj: object) -> int:
+        return next(i for i, o in self.objects.items() if o is obj)
+
+    def users(self, obj: object) -> int:
+        """The object's reference count (spec §2.2 O3): the table's, plus what holds it."""
+        if isinstance(obj, Ioas):
+            return 1 + sum(1 for h in self.hwpts if h.ioas is obj)
+        if isinstance(obj, HwptPaging):
+            return 1 + len(obj.devices)
+        if isinstance(obj, BoundDevice):
+            return 2 + (obj.hwpt is not None)  # the table, its driver, its attachment
+        return 1
+
+    def get_ioas(self, object_id: int) -> Ioas:
+        """iommufd_get_ioas: ENOENT for a missing id or another type of object."""
+        obj = self.objects.get(object_id)
+        if not isinstance(obj, Ioas):
+            raise KernelError(errno.ENOENT, f"no IOAS {object_id}")
+        return obj
+
     def destroy(self, object_id: int) -> None:
-        if object_id not in self.objects:
+        """IOMMU_DESTROY (iommufd_object_remove): ENOENT, EBUSY while anything holds it."""
+        obj = self.objects.get(object_id)
+        if obj is None:
             raise KernelError(errno.ENOENT, f"no object {object_id}")
+        if self.users(obj) > 1:
+            raise KernelError(errno.EBUSY, f"object {object_id} is in use")
         del self.objects[object_id]
-        if object_id == self.compat_ioas_id:
-            self.compat_ioas_id = None
+        self._destructor(obj)
 
-    def compat_ioas(self) -> int:
-        if self.compat_ioas_id is None:
+    def _destructor(self, obj: object) -> None:
+        if isinstance(obj, Ioas):
+            obj.destroy()
+            if obj is self.compat:
+                self.compat = None  # destroying the compat IOAS unselects it
+        elif isinstance(obj, HwptPaging):
+            self.hwpts.remove(obj)
+            obj.ioas.remove_domain(obj.domain)
+
+    # ---- lifetime
+    def close_file(self) -> None:
+        """The iommufd file's last close. Attached groups and bound devices keep the context."""
+        self.file_open = False
+        self._release_if_unused()
+
+    def _release_if_unused(self) -> None:
+        if self.file_open or self.groups or self.devices:
+            return
+        # iommufd_fops_release: passes in id order over the objects only the table holds.
+        while self.objects:
+            freed = [i for i in sorted(self.objects) if self.users(self.objects[i]) == 1]
+            if not freed:
+                log.warning("iommufd release: objects %s still referenced", sorted(self.objects))
+                break
+            for object_id in freed:
+                obj = self.objects.pop(object_id)
+                self._destructor(obj)
+
+    # ---- the compat IOAS (vfio_compat.c)
+    def compat_ioas(self) -> Ioas:
+        """get_compat_ioas: the IOAS the VFIO ioctls act on; ENODEV without one."""
+        if self.compat is None:
             raise KernelError(errno.ENODEV, "no compat IOAS: no VFIO group attached and none selected")
-        return self.compat_ioas_id
+        return self.compat
 
-    def ensure_compat_ioas(self) -> int:
-        """iommufd_vfio_compat_ioas_create: the compat IOAS is a normal IOAS object."""
-        if self.compat_ioas_id is None:
-            self.compat_ioas_id = self.allocate_id(CompatIoasPlaceholder())
-        return self.compat_ioas_id
+    def ensure_compat_ioas(self) -> Ioas:
+        """iommufd_vfio_compat_ioas_create: the selected IOAS, else a new ordinary IOAS object
+        (the next free id), selected."""
+        if self.compat is None:
+            ioas = Ioas(self.accounting)
+            self.allocate_id(ioas)
+            self.compat = ioas
+        return self.compat
 
     def attach_group(self, group: Group) -> None:
+        """VFIO_GROUP_SET_CONTAINER(iommufd): the group holds the context; no domain yet (that
+        comes with the first device the group opens)."""
         self.ensure_compat_ioas()
         self.groups.append(group)
 
     def detach_group(self, group: Group) -> None:
-        # The mappings live in the IOAS, not with the groups: nothing is torn down.
+        """The mappings live in the IOAS, not with the groups: nothing is torn down."""
         self.groups.remove(group)
+        self._release_if_unused()
+
+    # ---- devices (vfio_iommufd_bind and unbind for the group path)
+    def bind_group_device(self, name: str) -> BoundDevice:
+        """A VFIO group's first open of device ``name``: bind it (a DEVICE object, next id),
+        then attach it to the compat IOAS (ENODEV if that was cleared or destroyed) through an
+        automatic domain. Any failure unbinds; the caller reports the errno."""
+        device = BoundDevice(name)
+        self.allocate_id(device)
+        self.devices.append(device)
+        try:
+            self.attach_device(device, self.compat_ioas())
+        except KernelError:
+            self.unbind_device(device)
+            raise
+        return device
+
+    def attach_device(self, device: BoundDevice, ioas: Ioas) -> HwptPaging:
+        """iommufd_device_auto_get_domain: share an automatic domain of the IOAS (all our
+        devices sit behind one IOMMU, so the first one always fits), else create one
+        (iommufd_hwpt_paging_alloc with immediate attach): the HWPT takes the next id, the
+        device's reserved regions are reserved (EADDRINUSE), then the domain joins the IOAS
+        (EINVAL, EADDRINUSE, EFAULT, ENOMEM). Failure leaves no trace."""
+        regions = self.iommu_config.reserved_regions
+        for hwpt in self.hwpts:
+            if hwpt.ioas is ioas and hwpt.auto:
+                ioas.reserve_device_regions(regions, device)
+                break
+        else:
+            hwpt = HwptPaging(ioas, Domain.from_config(self.iommu_config), auto=True)
+            hwpt_id = self.allocate_id(hwpt)
+            try:
+                ioas.reserve_device_regions(regions, device)
+                try:
+                    ioas.add_domain(hwpt.domain)
+                except KernelError:
+                    ioas.remove_reserved(device)
+                    raise
+            except KernelError:
+                del self.objects[hwpt_id]
+                raise
+            self.hwpts.append(hwpt)
+        hwpt.devices.append(device)
+        device.hwpt = hwpt
+        return hwpt
+
+    def detach_device(self, device: BoundDevice) -> None:
+        """iommufd_device_detach: drop the device's reservations; an automatic domain goes
+        with its last device (unpinning everything if it was the IOAS's last domain)."""
+        hwpt = device.hwpt
+        if hwpt is None:
+            return
+        hwpt.ioas.remove_reserved(device)
+        hwpt.devices.remove(device)
+        device.hwpt = None
+        if hwpt.auto and not hwpt.devices:
+            del self.objects[self.id_of(hwpt)]
+            self._destructor(hwpt)
+
+    def unbind_device(self, device: BoundDevice) -> None:
+        """vfio_iommufd_physical_unbind: detach, then destroy the DEVICE object; the device's
+        reference on the context goes with it."""
+        self.detach_device(device)
+        del self.objects[self.id_of(device)]
+        self.devices.remove(device)
+        self._release_if_unused()
 
     # ---- dispatch
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
@@ -167,45 +335,246 @@ class IommufdContext:
         if cmd == V.VFIO_SET_IOMMU:
             return self.set_iommu(arg)
         if cmd == V.VFIO_IOMMU_GET_INFO:
-            read_argsz_struct(caller, arg, V.TYPE1_INFO, _COMPAT_INFO_MINSZ, "VFIO_IOMMU_GET_INFO")
-            self.compat_ioas()
-            return self._compat_not_emulated(cmd)
+            return self.vfio_get_info(caller, arg)
         if cmd == V.VFIO_IOMMU_MAP_DMA:
-            _, fields = read_argsz_struct(caller, arg, V.DMA_MAP, V.DMA_MAP.size, "VFIO_IOMMU_MAP_DMA")
-            if int(fields["flags"]) & ~(V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE):
-                raise KernelError(errno.EINVAL, "iommufd's VFIO compat supports only READ|WRITE map flags")
-            self.compat_ioas()
-            return self._compat_not_emulated(cmd)
+            return self.vfio_map_dma(caller, arg)
         if cmd == V.VFIO_IOMMU_UNMAP_DMA:
-            _, fields = read_argsz_struct(caller, arg, V.DMA_UNMAP, V.DMA_UNMAP.size, "VFIO_IOMMU_UNMAP_DMA")
-            if int(fields["flags"]) & ~V.VFIO_DMA_UNMAP_FLAG_ALL:
-                raise KernelError(errno.EINVAL, "iommufd's VFIO compat supports only the ALL unmap flag")
-            self.compat_ioas()
-            return self._compat_not_emulated(cmd)
+            return self.vfio_unmap_dma(caller, arg)
         raise KernelError(errno.ENOTTY, f"iommufd has no VFIO compat ioctl {cmd:#x}")
 
-    def _compat_not_emulated(self, cmd: int) -> int:
-        log.warning("VFIO compat ioctl %#x on an iommufd is not emulated yet; answering ENOTTY", cmd)
-        raise KernelError(errno.ENOTTY, "not emulated yet")
-
     def check_extension(self, arg: int) -> int:
+        """iommufd_vfio_check_extension: fixed answers, except DMA_CC_IOMMU, which asks the
+        compat IOAS (ENODEV without one) whether all its domains enforce cache coherency."""
         if arg in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL):
             return 1
         if arg == V.VFIO_DMA_CC_IOMMU:
-            self.compat_ioas()  # ENODEV without one
-            return 1 if self.iommu_config.enforce_cache_coherency else 0
+            return 1 if self.compat_ioas().enforces_cache_coherency() else 0
         # NOIOMMU needs CONFIG_VFIO_NOIOMMU (off); UPDATE_VADDR is deliberately unsupported.
         return 0
 
     def set_iommu(self, arg: int) -> int:
+        """iommufd_vfio_set_iommu: type1 or type1v2 (EINVAL), a compat IOAS (ENODEV); type1
+        (v1) turns large pages off so that any page can later be unmapped out of a mapping.
+        Repeatable; nothing else is recorded."""
         if arg not in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU):
             raise KernelError(errno.EINVAL, f"VFIO_SET_IOMMU: iommufd emulates only type1, not {arg}")
-        self.compat_ioas()
+        ioas = self.compat_ioas()
+        if arg == V.VFIO_TYPE1_IOMMU:
+            ioas.disable_large_pages()
+        return 0
+
+    def vfio_get_info(self, caller: Caller, arg: int) -> int:
+        """iommufd_vfio_iommu_get_info. Unlike type1, each capability is written as far as
+        the buffer reaches: DMA_AVAIL (12 bytes, slot padded to 16) when it fits whole, each
+        IOVA range that fits, the IOVA_RANGE header only when all ranges fit, DMA_AVAIL's
+        ``next`` once the second capability's slot begins inside ``argsz``. ``argsz`` always
+        becomes the full size; ``cap_offset`` is set only when everything fitted."""
+        _, fields = read_argsz_struct(caller, arg, V.TYPE1_INFO, _COMPAT_INFO_MINSZ, "VFIO_IOMMU_GET_INFO")
+        argsz = _int(fields, "argsz")
+        write_back = min(argsz, V.TYPE1_INFO.size)
+        ioas = self.compat_ioas()
+        pgsizes = ioas.vfio_pgsizes()
+        total = V.TYPE1_INFO.size
+        dma_avail = V.CAP_DMA_AVAIL.pack(id=V.VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, version=1, next=0,
+                                         avail=_U32_MAX)
+        if argsz - total >= len(dma_avail):
+            copy_out(caller, arg + total, dma_avail)
+        dma_avail_at = total
+        total += _cap_slot(len(dma_avail))
+        ranges = ioas.iova_ranges()
+        avail = argsz - total if argsz > total else 0
+        for k, (start, last) in enumerate(ranges):
+            if avail >= V.CAP_IOVA_RANGE.size + V.IOVA_RANGE.size * (k + 1):
+                copy_out(caller, arg + total + V.CAP_IOVA_RANGE.size + V.IOVA_RANGE.size * k,
+                         V.IOVA_RANGE.pack(start=start, end=last))
+        iova_cap_size = V.CAP_IOVA_RANGE.size + V.IOVA_RANGE.size * len(ranges)
+        if avail >= iova_cap_size:
+            copy_out(caller, arg + total, V.CAP_IOVA_RANGE.pack(
+                id=V.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, version=1, next=0,
+                nr_iovas=len(ranges), reserved=0))
+        if argsz >= total:
+            copy_out(caller, arg + dma_avail_at + V.INFO_CAP_HEADER.offset("next"),
+                     total.to_bytes(4, "little"))
+        total += _cap_slot(iova_cap_size)
+        info = V.TYPE1_INFO.pack(argsz=total, flags=V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS,
+                                 iova_pgsizes=pgsizes,
+                                 cap_offset=V.TYPE1_INFO.size if argsz >= total else 0, pad=0)
+        copy_out(caller, arg, info[:write_back])
+        return 0
+
+    def vfio_map_dma(self, caller: Caller, arg: int) -> int:
+        """iommufd_vfio_map_dma: a FIXED_IOVA IOAS map of ``vaddr``. READ/WRITE only (VADDR is
+        EINVAL), neither is fine; no entry limit. Nothing is written back."""
+        _, fields = read_argsz_struct(caller, arg, V.DMA_MAP, V.DMA_MAP.size, "VFIO_IOMMU_MAP_DMA")
+        flags = _int(fields, "flags")
+        if flags & ~_COMPAT_MAP_FLAGS:
+            raise KernelError(errno.EINVAL, "iommufd's VFIO compat supports only READ|WRITE map flags")
+        ioas = self.compat_ioas()
+        # READ and WRITE have IOMMU_READ's and IOMMU_WRITE's values.
+        ioas.map_user(caller, _int(fields, "iova"), _int(fields, "vaddr"), _int(fields, "size"),
+                      flags, account_mm=self.account_mm)
+        return 0
+
+    def vfio_unmap_dma(self, caller: Caller, arg: int) -> int:
+        """iommufd_vfio_unmap_dma. After the argument checks and the v1 cuts, the 24 bytes are
+        written back with ``size`` = the bytes actually unmapped -- also when the unmap
+        failed, reporting what was removed before the failure."""
+        raw, fields = read_argsz_struct(caller, arg, V.DMA_UNMAP, V.DMA_UNMAP.size, "VFIO_IOMMU_UNMAP_DMA")
+        flags, iova, size = _int(fields, "flags"), _int(fields, "iova"), _int(fields, "size")
+        if flags & ~V.VFIO_DMA_UNMAP_FLAG_ALL:
+            raise KernelError(errno.EINVAL, "iommufd's VFIO compat supports only the ALL unmap flag")
+        ioas = self.compat_ioas()
+        failure: KernelError | None = None
+        unmapped = 0
+        if flags & V.VFIO_DMA_UNMAP_FLAG_ALL:
+            if iova or size:
+                raise KernelError(errno.EINVAL, "UNMAP_DMA(ALL): iova and size must be 0")
+            try:
+                unmapped = ioas.unmap_all()
+            except UnmapError as e:
+                failure, unmapped = e, e.unmapped
+        else:
+            if ioas.large_pages_disabled:
+                # Cut at the range's last byte and just before its first (none before IOVA 0),
+                # computed in 64-bit arithmetic as the kernel does.
+                cuts = [(iova + size - 1) & U64_MAX, (iova - 1) & U64_MAX]
+                ioas.cut(cuts if iova else cuts[:1])
+            try:
+                unmapped = ioas.unmap_iova(iova, size)
+            except UnmapError as e:
+                failure, unmapped = e, e.unmapped
+        V.DMA_UNMAP.write_fields(raw, size=unmapped)
+        copy_out(caller, arg, bytes(raw))
+        if failure is not None:
+            raise failure
+        return 0
+
+    # ---- native IOAS ioctls (ioas.c)
+    def ioas_alloc(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_ioas_alloc_ioctl: a fresh IOAS; if the id cannot be written back the IOAS is
+        destroyed again and its id freed."""
+        if I.IOAS_ALLOC.unpack(data)["flags"]:
+            raise KernelError(errno.EOPNOTSUPP, "IOAS_ALLOC: flags")
+        ioas = Ioas(self.accounting)
+        ioas_id = self.allocate_id(ioas)
+        I.IOAS_ALLOC.write_fields(data, out_ioas_id=ioas_id)
+        try:
+            _respond(caller, arg, data)
+        except KernelError:
+            del self.objects[ioas_id]
+            raise
+        return 0
+
+    def ioas_iova_ranges(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_ioas_iova_ranges: as many ranges as ``num_iovas`` allows, then the total
+        and the alignment; EMSGSIZE (after the write-back) when the array was too short."""
+        fields = I.IOAS_IOVA_RANGES.unpack(data)
+        if fields["reserved"]:
+            raise KernelError(errno.EOPNOTSUPP, "IOAS_IOVA_RANGES: __reserved")
+        ioas = self.get_ioas(_int(fields, "ioas_id"))
+        room, array = _int(fields, "num_iovas"), _int(fields, "allowed_iovas")
+        ranges = ioas.iova_ranges()
+        for k, (start, last) in enumerate(ranges[:room]):
+            copy_out(caller, array + k * I.IOVA_RANGE.size, I.IOVA_RANGE.pack(start=start, last=last))
+        I.IOAS_IOVA_RANGES.write_fields(data, num_iovas=len(ranges), out_iova_alignment=ioas.iova_alignment)
+        _respond(caller, arg, data)
+        if len(ranges) > room:
+            raise KernelError(errno.EMSGSIZE, f"{len(ranges)} ranges, room for {room}")
+        return 0
+
+    def ioas_allow_iovas(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_ioas_allow_iovas: read every range (EFAULT; EINVAL for one shorter than two
+        bytes or overlapping an earlier one), then replace the list (EADDRINUSE if reserved)."""
+        fields = I.IOAS_ALLOW_IOVAS.unpack(data)
+        if fields["reserved"]:
+            raise KernelError(errno.EOPNOTSUPP, "IOAS_ALLOW_IOVAS: __reserved")
+        ioas = self.get_ioas(_int(fields, "ioas_id"))
+        array = _int(fields, "allowed_iovas")
+        ranges: list[tuple[int, int]] = []
+        for k in range(_int(fields, "num_iovas")):
+            entry = I.IOVA_RANGE.unpack(copy_in(caller, array + k * I.IOVA_RANGE.size, I.IOVA_RANGE.size))
+            start, last = _int(entry, "start"), _int(entry, "last")
+            if start >= last:
+                raise KernelError(errno.EINVAL, f"allowed range {k} is shorter than two bytes")
+            if any(a <= last and start <= b for a, b in ranges):
+                raise KernelError(errno.EINVAL, f"allowed range {k} overlaps an earlier one")
+            ranges.append((start, last))
+        ioas.set_allowed(ranges)
+        return 0
+
+    def ioas_map(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_ioas_map: flags and __reserved (EOPNOTSUPP), 64-bit limits (EOVERFLOW, even
+        without FIXED_IOVA), a permission (EINVAL), the IOAS (ENOENT), then the map; the chosen
+        IOVA is written back (a failed write-back leaves the mapping in place)."""
+        fields = I.IOAS_MAP.unpack(data)
+        flags = _int(fields, "flags")
+        if flags & ~_IOAS_MAP_FLAGS or fields["reserved"]:
+            raise KernelError(errno.EOPNOTSUPP, "IOAS_MAP: unknown flags or __reserved")
+        iova, length = _int(fields, "iova"), _int(fields, "length")
+        if iova >= U64_MAX or length >= U64_MAX:
+            raise KernelError(errno.EOVERFLOW, "IOAS_MAP: iova or length is 2^64-1")
+        if not flags & (I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE):
+            raise KernelError(errno.EINVAL, "IOAS_MAP: neither READABLE nor WRITEABLE")
+        ioas = self.get_ioas(_int(fields, "ioas_id"))
+        prot = (IOMMU_READ if flags & I.IOMMU_IOAS_MAP_READABLE else 0) | (
+            IOMMU_WRITE if flags & I.IOMMU_IOAS_MAP_WRITEABLE else 0)
+        fixed = bool(flags & I.IOMMU_IOAS_MAP_FIXED_IOVA)
+        iova = ioas.map_user(caller, iova if fixed else None, _int(fields, "user_va"), length, prot,
+                             account_mm=self.account_mm)
+        I.IOAS_MAP.write_fields(data, iova=iova)
+        _respond(caller, arg, data)
+        return 0
+
+    def ioas_unmap(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_ioas_unmap: the IOAS first (the struct has no flags); iova 0 with length
+        2^64-1 means everything. Errors write nothing back, even after a partial unmap."""
+        fields = I.IOAS_UNMAP.unpack(data)
+        ioas = self.get_ioas(_int(fields, "ioas_id"))
+        iova, length = _int(fields, "iova"), _int(fields, "length")
+        if iova == 0 and length == U64_MAX:
+            unmapped = ioas.unmap_all()
+        else:
+            if iova >= U64_MAX or length >= U64_MAX:
+                raise KernelError(errno.EOVERFLOW, "IOAS_UNMAP: iova or length is 2^64-1")
+            unmapped = ioas.unmap_iova(iova, length)
+        I.IOAS_UNMAP.write_fields(data, length=unmapped)
+        _respond(caller, arg, data)
+        return 0
+
+    def vfio_ioas(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_vfio_ioas: GET (ENODEV without a compat IOAS), SET (any IOAS; no reference
+        is taken), CLEAR (the IOAS itself stays)."""
+        fields = I.VFIO_IOAS.unpack(data)
+        if fields["reserved"]:
+            raise KernelError(errno.EOPNOTSUPP, "VFIO_IOAS: __reserved")
+        op = _int(fields, "op")
+        if op == I.IOMMU_VFIO_IOAS_GET:
+            I.VFIO_IOAS.write_fields(data, ioas_id=self.id_of(self.compat_ioas()))
+            _respond(caller, arg, data)
+        elif op == I.IOMMU_VFIO_IOAS_SET:
+            self.compat = self.get_ioas(_int(fields, "ioas_id"))
+        elif op == I.IOMMU_VFIO_IOAS_CLEAR:
+            self.compat = None
+        else:
+            raise KernelError(errno.EOPNOTSUPP, f"VFIO_IOAS: op {op}")
         return 0
 
 
-class CompatIoasPlaceholder:
-    """Stands for the compat IOAS object until IOAS objects are emulated."""
+def _respond(caller: Caller, arg: int, data: bytearray) -> None:
+    """iommufd_ucmd_respond: write back min(user size, kernel size) bytes (EFAULT)."""
+    user_size = int.from_bytes(data[:4], "little")
+    copy_out(caller, arg, bytes(data[:min(user_size, len(data))]))
+
+
+def _cap_slot(size: int) -> int:
+    """Room a capability takes in the chain: padded to 8 bytes (>= 6.6)."""
+    return -(-size // CAP_ALIGNMENT) * CAP_ALIGNMENT
+
+
+def _int(fields: Mapping[str, FieldValue], name: str) -> int:
+    value = fields[name]
+    assert isinstance(value, int)
+    return value
 
 
 class IommufdFile(OpenFile):
@@ -216,3 +585,8 @@ class IommufdFile(OpenFile):
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         return self.context.ioctl(caller, cmd, arg)
+
+    def release(self) -> None:
+        # Groups attached to the context and devices bound to it keep it alive (and their
+        # mappings pinned) past this close; the last of them releases it.
+        self.context.close_file()
