@@ -13,7 +13,7 @@ import pytest
 
 from support import EXPECTED_DIR, require_root, run_ioasidfs
 
-PROGRAMS = ["container_basics", "ioasid_basics"]
+PROGRAMS = ["container_basics", "ioasid_basics", "type1_flow", "type1_limits", "ioasid_container"]
 
 
 def _pending(name: str) -> dict[str, str]:

@@ -1,0 +1,947 @@
+/*
+ * type1_flow.c - fidelity probe for the VFIO type1 IOMMU backend behind a
+ * legacy container (/dev/vfio/vfio) and group (/dev/vfio/1).
+ *
+ * The classic flow of the kernel's VFIO documentation (open the container,
+ * check the API and extensions, open the group, attach it, set the IOMMU
+ * type, ask for the IOMMU info and its capability chain, map and unmap),
+ * then UNMAP_ALL, dirty-page tracking, UPDATE_VADDR and the error cases:
+ * overlap, v1/v2 unmap rules, alignment, the MSI window, the aperture, bad
+ * user memory, bad flags, wrap-around, empty unmaps and group exclusivity.
+ *
+ * Prints one line per observation:
+ *     <what> = <ret>            (success; the ioctl/syscall return value)
+ *     <what> = -1 <ERRNONAME>   (failure)
+ * plus "<what>.<field> = <value>" lines for the fields the kernel writes
+ * back (sizes, flags, IOVAs and bitmap words in hex; argsz and capability
+ * offsets in decimal).  Nothing printed depends on addresses, pids or
+ * timing: user addresses are named by the buffer they belong to.  The
+ * program must start with only fds 0, 1 and 2 open.
+ *
+ * A label printed before gets " #n" (its n-th use), so every line is unique;
+ * the same lines are printed whatever the answers, so outputs can be compared
+ * line by line.
+ *
+ * Only the 6.1 <linux/vfio.h> is assumed.
+ * Build: gcc -O2 -Wall -Werror -o type1_flow type1_flow.c
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <linux/vfio.h>
+
+#define CONTAINER "/dev/vfio/vfio"
+#define GROUP "/dev/vfio/1"
+#define PG 0x1000UL
+
+#define F_READ VFIO_DMA_MAP_FLAG_READ
+#define F_WRITE VFIO_DMA_MAP_FLAG_WRITE
+#define F_RW (F_READ | F_WRITE)
+#define F_VADDR VFIO_DMA_MAP_FLAG_VADDR
+#define U_DIRTY VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP
+#define U_ALL VFIO_DMA_UNMAP_FLAG_ALL
+#define U_VADDR VFIO_DMA_UNMAP_FLAG_VADDR
+
+#define UNUSED __attribute__((unused))
+
+typedef unsigned long long ull;
+
+static const char *errname(int e)
+{
+	static char buf[32];
+
+	switch (e) {
+	case EPERM: return "EPERM";
+	case ENOENT: return "ENOENT";
+	case ESRCH: return "ESRCH";
+	case EINTR: return "EINTR";
+	case EIO: return "EIO";
+	case ENXIO: return "ENXIO";
+	case E2BIG: return "E2BIG";
+	case EBADF: return "EBADF";
+	case EAGAIN: return "EAGAIN";
+	case ENOMEM: return "ENOMEM";
+	case EACCES: return "EACCES";
+	case EFAULT: return "EFAULT";
+	case EBUSY: return "EBUSY";
+	case EEXIST: return "EEXIST";
+	case ENODEV: return "ENODEV";
+	case EINVAL: return "EINVAL";
+	case EMFILE: return "EMFILE";
+	case ENOTTY: return "ENOTTY";
+	case ENOSPC: return "ENOSPC";
+	case ERANGE: return "ERANGE";
+	case ENOSYS: return "ENOSYS";
+	case EOVERFLOW: return "EOVERFLOW";
+	case EBADFD: return "EBADFD";
+	case EOPNOTSUPP: return "EOPNOTSUPP";
+	case EADDRINUSE: return "EADDRINUSE";
+	case EDEADLK: return "EDEADLK";
+	default:
+		snprintf(buf, sizeof(buf), "E#%d", e);
+		return buf;
+	}
+}
+
+/*
+ * Every printed label is unique: the n-th repetition of a label gets " #n".
+ * 'cur' is the (decorated) label of the last observation; the lines of the
+ * fields it wrote back are "<cur>.<field> = <value>".
+ */
+#define SEEN_MAX 8192
+static uint64_t seen_hash[SEEN_MAX];
+static unsigned int seen_count[SEEN_MAX];
+static char cur[512];
+
+static const char *uniq(const char *label)
+{
+	uint64_t h = 1469598103934665603ULL;
+	const char *s;
+	unsigned int i;
+
+	for (s = label; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	if (!h)
+		h = 1;
+	for (i = h % SEEN_MAX; seen_hash[i] && seen_hash[i] != h;
+	     i = (i + 1) % SEEN_MAX)
+		;
+	seen_hash[i] = h;
+	if (++seen_count[i] == 1)
+		snprintf(cur, sizeof(cur), "%s", label);
+	else
+		snprintf(cur, sizeof(cur), "%s #%u", label, seen_count[i]);
+	return cur;
+}
+
+static long report(const char *what, long ret, int err)
+{
+	uniq(what);
+	if (ret < 0)
+		printf("%s = -1 %s\n", cur, errname(err));
+	else
+		printf("%s = %ld\n", cur, ret);
+	return ret;
+}
+
+/* A line that is not an ioctl: "<label> = <text>", label made unique. */
+static void note(const char *label, const char *text)
+{
+	uniq(label);
+	printf("%s = %s\n", cur, text);
+}
+
+static long ioc_val(const char *what, int fd, unsigned long cmd,
+		    unsigned long arg)
+{
+	long r;
+
+	errno = 0;
+	r = ioctl(fd, cmd, arg);
+	return report(what, r, errno);
+}
+
+static long ioc_ptr(const char *what, int fd, unsigned long cmd, void *arg)
+{
+	long r;
+
+	errno = 0;
+	r = ioctl(fd, cmd, arg);
+	return report(what, r, errno);
+}
+
+static int open_node(const char *what, const char *path)
+{
+	int fd;
+
+	errno = 0;
+	fd = open(path, O_RDWR);
+	report(what, fd, errno);
+	return fd;
+}
+
+static void do_close(const char *what, int fd)
+{
+	long r;
+
+	errno = 0;
+	r = close(fd);
+	report(what, r, errno);
+}
+
+/* Anonymous memory, populated (written) before any protection change. */
+static unsigned char *alloc_pages(size_t pages, int prot)
+{
+	unsigned char *p;
+
+	p = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(2);
+	}
+	memset(p, 0x5a, pages * PG);
+	if (prot != (PROT_READ | PROT_WRITE) && mprotect(p, pages * PG, prot)) {
+		perror("mprotect");
+		exit(2);
+	}
+	return p;
+}
+
+static const char *map_flags(uint32_t f)
+{
+	static char buf[64];
+
+	switch (f) {
+	case 0: return "0";
+	case F_READ: return "R";
+	case F_WRITE: return "W";
+	case F_RW: return "RW";
+	case F_VADDR: return "VADDR";
+	case F_VADDR | F_READ: return "VADDR|R";
+	default:
+		snprintf(buf, sizeof(buf), "0x%x", f);
+		return buf;
+	}
+}
+
+/*
+ * MAP_DMA.  The kernel writes nothing back; the line says so if the struct
+ * changed.  'vname' names the user address (never printed as a number).
+ */
+static long map_raw(const char *p, int cfd, uint32_t argsz, uint32_t flags,
+		    const void *vaddr, const char *vname, uint64_t iova,
+		    uint64_t size)
+{
+	struct vfio_iommu_type1_dma_map m, copy;
+	char what[256];
+	long r;
+	int e;
+
+	memset(&m, 0, sizeof(m));
+	m.argsz = argsz;
+	m.flags = flags;
+	m.vaddr = (uintptr_t)vaddr;
+	m.iova = iova;
+	m.size = size;
+	copy = m;
+	if (argsz == sizeof(m))
+		snprintf(what, sizeof(what),
+			 "%s: MAP_DMA(%s,vaddr=%s,iova=0x%llx,size=0x%llx)", p,
+			 map_flags(flags), vname, (ull)iova, (ull)size);
+	else
+		snprintf(what, sizeof(what),
+			 "%s: MAP_DMA(argsz=%u,%s,vaddr=%s,iova=0x%llx,size=0x%llx)",
+			 p, argsz, map_flags(flags), vname, (ull)iova,
+			 (ull)size);
+	errno = 0;
+	r = ioctl(cfd, VFIO_IOMMU_MAP_DMA, &m);
+	e = errno;
+	if (memcmp(&m, &copy, sizeof(m)))
+		strncat(what, " [struct written]", sizeof(what) - strlen(what) - 1);
+	return report(what, r, e);
+}
+
+static long map_dma(const char *p, int cfd, uint32_t flags, const void *vaddr,
+		    const char *vname, uint64_t iova, uint64_t size)
+{
+	return map_raw(p, cfd, sizeof(struct vfio_iommu_type1_dma_map), flags,
+		       vaddr, vname, iova, size);
+}
+
+static const char *unmap_flags(uint32_t f)
+{
+	static char buf[64];
+
+	switch (f) {
+	case 0: return "0";
+	case U_DIRTY: return "GET_DIRTY_BITMAP";
+	case U_ALL: return "ALL";
+	case U_VADDR: return "VADDR";
+	case U_ALL | U_VADDR: return "ALL|VADDR";
+	case U_ALL | U_DIRTY: return "ALL|GET_DIRTY_BITMAP";
+	default:
+		snprintf(buf, sizeof(buf), "0x%x", f);
+		return buf;
+	}
+}
+
+/*
+ * UNMAP_DMA; prints the size field afterwards (written back, or left as it
+ * was), and flags any change to argsz, flags or iova on the same line.
+ */
+static long unmap_dma(const char *p, int cfd, uint32_t flags, uint64_t iova,
+		      uint64_t size)
+{
+	struct vfio_iommu_type1_dma_unmap u;
+	char what[256];
+	long r;
+
+	memset(&u, 0, sizeof(u));
+	u.argsz = sizeof(u);
+	u.flags = flags;
+	u.iova = iova;
+	u.size = size;
+	snprintf(what, sizeof(what), "%s: UNMAP_DMA(%s,iova=0x%llx,size=0x%llx)",
+		 p, unmap_flags(flags), (ull)iova, (ull)size);
+	errno = 0;
+	r = ioctl(cfd, VFIO_IOMMU_UNMAP_DMA, &u);
+	report(what, r, errno);
+	if (u.argsz != sizeof(u) || u.flags != flags || u.iova != iova)
+		printf("%s.size = 0x%llx [argsz/flags/iova = %u/0x%x/0x%llx]\n",
+		       cur, (ull)u.size, u.argsz, u.flags, (ull)u.iova);
+	else
+		printf("%s.size = 0x%llx\n", cur, (ull)u.size);
+	return r;
+}
+
+static uint32_t rd32(const unsigned char *b, size_t off)
+{
+	uint32_t v;
+
+	memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
+static uint64_t rd64(const unsigned char *b, size_t off)
+{
+	uint64_t v;
+
+	memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
+static uint16_t rd16(const unsigned char *b, size_t off)
+{
+	uint16_t v;
+
+	memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
+#define INFO_BUF 4096
+static unsigned char info[INFO_BUF];
+static uint64_t aperture_end;	/* last IOVA of the last IOVA_RANGE range */
+
+/* Append to a line buffer. */
+static void cat(char *line, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void cat(char *line, size_t len, const char *fmt, ...)
+{
+	size_t used = strlen(line);
+	va_list ap;
+
+	if (used + 1 >= len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The capability chain of a GET_INFO answer of 'len' bytes, always as four
+ * lines: the chain (offset, id, version, next of each capability), then
+ * MIGRATION, DMA_AVAIL and IOVA_RANGE (or "absent").  'label' is the
+ * GET_INFO line's label.
+ */
+static void print_caps(const char *label, uint32_t first, uint32_t len)
+{
+	char chain[512] = "", mig[256] = "absent", avail[64] = "absent";
+	char iova[1024] = "absent";
+	uint32_t off = first, n, i;
+	int count = 0;
+
+	aperture_end = 0;
+	if (first == 0 || first == 0xa5a5a5a5u)
+		cat(chain, sizeof(chain), "none");
+	while (off && off != 0xa5a5a5a5u) {
+		uint16_t id, ver;
+		uint32_t next;
+
+		if (off < 24 || off + 8 > len || ++count > 16) {
+			cat(chain, sizeof(chain), "%s@%u outside",
+			    count > 1 ? " " : "", off);
+			break;
+		}
+		id = rd16(info, off);
+		ver = rd16(info, off + 2);
+		next = rd32(info, off + 4);
+		cat(chain, sizeof(chain), "%s@%u id=%u version=%u next=%u",
+		    count > 1 ? " " : "", off, id, ver, next);
+		switch (id) {
+		case VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION:
+			snprintf(mig, sizeof(mig),
+				 "flags=0x%x pgsize_bitmap=0x%llx max_dirty_bitmap_size=0x%llx",
+				 rd32(info, off + 8), (ull)rd64(info, off + 16),
+				 (ull)rd64(info, off + 24));
+			break;
+		case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:
+			snprintf(avail, sizeof(avail), "avail=%u",
+				 rd32(info, off + 8));
+			break;
+		case VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE:
+			n = rd32(info, off + 8);
+			snprintf(iova, sizeof(iova), "nr_iovas=%u reserved=0x%x", n,
+				 rd32(info, off + 12));
+			for (i = 0; i < n && i < 16 && off + 16 + 16 * (i + 1) <= len;
+			     i++) {
+				uint64_t st = rd64(info, off + 16 + 16 * i);
+				uint64_t e = rd64(info, off + 24 + 16 * i);
+
+				cat(iova, sizeof(iova), " [0x%llx, 0x%llx]",
+				    (ull)st, (ull)e);
+				aperture_end = e;
+			}
+			break;
+		default:
+			break;
+		}
+		off = next;
+	}
+	printf("%s.caps = %s\n", label, chain);
+	printf("%s.MIGRATION = %s\n", label, mig);
+	printf("%s.DMA_AVAIL = %s\n", label, avail);
+	printf("%s.IOVA_RANGE = %s\n", label, iova);
+}
+
+/*
+ * GET_INFO with the given argsz into a buffer pre-filled with 0xa5, so that
+ * bytes the kernel leaves alone show as 0xa5a5a5a5.  The same lines are
+ * printed whether or not the call succeeds.  Returns the argsz written back
+ * (0 on failure).
+ */
+static UNUSED uint32_t get_info(const char *p, int cfd, uint32_t argsz,
+				int walk)
+{
+	char what[160], label[512];
+	uint32_t out, co;
+	long r;
+
+	memset(info, 0xa5, sizeof(info));
+	memcpy(info, &argsz, sizeof(argsz));
+	snprintf(what, sizeof(what), "%s: GET_INFO(argsz=%u)", p, argsz);
+	r = ioc_ptr(what, cfd, VFIO_IOMMU_GET_INFO, info);
+	snprintf(label, sizeof(label), "%s", cur);
+	out = rd32(info, 0);
+	co = rd32(info, 16);
+	printf("%s.argsz = %u\n", label, out);
+	printf("%s.flags = 0x%x\n", label, rd32(info, 4));
+	printf("%s.iova_pgsizes = 0x%llx\n", label, (ull)rd64(info, 8));
+	printf("%s.cap_offset = 0x%x\n", label, co);
+	printf("%s.u32@20 = 0x%x\n", label, rd32(info, 20));
+	if (argsz > 24)
+		printf("%s.u32@24 = 0x%x\n", label, rd32(info, 24));
+	if (walk)
+		print_caps(label, co, argsz < INFO_BUF ? argsz : INFO_BUF);
+	return r < 0 ? 0 : out;
+}
+
+/* The IOMMU's address width, from the end of the last IOVA range. */
+static UNUSED void address_width(const char *p)
+{
+	char label[160], text[64];
+	int bits = 0;
+
+	while (bits < 64 && (aperture_end >> bits))
+		bits++;
+	snprintf(label, sizeof(label), "%s: IOVA_RANGE address width", p);
+	if (aperture_end)
+		snprintf(text, sizeof(text), "%d bits", bits);
+	else
+		snprintf(text, sizeof(text), "unknown");
+	note(label, text);
+}
+
+/* Only the DMA_AVAIL capability, as one line. */
+static UNUSED void dma_avail(const char *p, int cfd)
+{
+	uint32_t off, argsz = INFO_BUF;
+	char label[160], text[64] = "no DMA_AVAIL capability";
+	int count = 0;
+
+	memset(info, 0, sizeof(info));
+	memcpy(info, &argsz, sizeof(argsz));
+	errno = 0;
+	if (ioctl(cfd, VFIO_IOMMU_GET_INFO, info)) {
+		snprintf(text, sizeof(text), "GET_INFO -1 %s", errname(errno));
+	} else {
+		for (off = rd32(info, 16);
+		     off && off + 12 <= INFO_BUF && count < 16;
+		     off = rd32(info, off + 4), count++) {
+			if (rd16(info, off) == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
+				snprintf(text, sizeof(text), "%u",
+					 rd32(info, off + 8));
+				break;
+			}
+		}
+	}
+	snprintf(label, sizeof(label), "%s: DMA_AVAIL.avail", p);
+	note(label, text);
+}
+
+static UNUSED void group_status(const char *p, int gfd)
+{
+	struct vfio_group_status st;
+	char what[160];
+
+	memset(&st, 0, sizeof(st));
+	st.argsz = sizeof(st);
+	snprintf(what, sizeof(what), "%s: GROUP_GET_STATUS", p);
+	ioc_ptr(what, gfd, VFIO_GROUP_GET_STATUS, &st);
+	printf("%s.flags = 0x%x\n", cur, st.flags);
+}
+
+static UNUSED long set_container(const char *p, int gfd, int cfd)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what), "%s: GROUP_SET_CONTAINER", p);
+	return ioc_ptr(what, gfd, VFIO_GROUP_SET_CONTAINER, &cfd);
+}
+
+static UNUSED long set_iommu(const char *p, int cfd, unsigned long type)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what), "%s: SET_IOMMU(%lu)", p, type);
+	return ioc_val(what, cfd, VFIO_SET_IOMMU, type);
+}
+
+static UNUSED void check_ext(const char *p, int cfd, unsigned long ext,
+			     const char *name)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what), "%s: CHECK_EXTENSION(%s)", p, name);
+	ioc_val(what, cfd, VFIO_CHECK_EXTENSION, ext);
+}
+
+/* UNMAP_DMA with GET_DIRTY_BITMAP: one u64 of bitmap, pre-set to 'word'. */
+static long unmap_dirty(const char *p, int cfd, uint64_t iova, uint64_t size,
+			uint64_t pgsize, uint64_t bsize, uint64_t word)
+{
+	struct {
+		struct vfio_iommu_type1_dma_unmap u;
+		struct vfio_bitmap b;
+	} a;
+	uint64_t bits[2] = { word, 0 };
+	char what[256];
+	long r;
+
+	memset(&a, 0, sizeof(a));
+	a.u.argsz = sizeof(a);
+	a.u.flags = U_DIRTY;
+	a.u.iova = iova;
+	a.u.size = size;
+	a.b.pgsize = pgsize;
+	a.b.size = bsize;
+	a.b.data = (__u64 *)bits;
+	snprintf(what, sizeof(what),
+		 "%s: UNMAP_DMA(GET_DIRTY_BITMAP,iova=0x%llx,size=0x%llx,pgsize=0x%llx,bitmap.size=%llu,word=0x%llx)",
+		 p, (ull)iova, (ull)size, (ull)pgsize, (ull)bsize, (ull)word);
+	errno = 0;
+	r = ioctl(cfd, VFIO_IOMMU_UNMAP_DMA, &a);
+	report(what, r, errno);
+	printf("%s.size = 0x%llx\n", cur, (ull)a.u.size);
+	printf("%s.bitmap = 0x%llx 0x%llx\n", cur, (ull)bits[0], (ull)bits[1]);
+	return r;
+}
+
+static const char *dirty_flags(uint32_t f)
+{
+	static char buf[64];
+
+	switch (f) {
+	case VFIO_IOMMU_DIRTY_PAGES_FLAG_START: return "START";
+	case VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP: return "STOP";
+	case VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP: return "GET_BITMAP";
+	default:
+		snprintf(buf, sizeof(buf), "0x%x", f);
+		return buf;
+	}
+}
+
+static long dirty_simple(const char *p, int cfd, uint32_t flags)
+{
+	struct vfio_iommu_type1_dirty_bitmap d;
+	char what[160];
+
+	memset(&d, 0, sizeof(d));
+	d.argsz = sizeof(d);
+	d.flags = flags;
+	snprintf(what, sizeof(what), "%s: DIRTY_PAGES(%s)", p, dirty_flags(flags));
+	return ioc_ptr(what, cfd, VFIO_IOMMU_DIRTY_PAGES, &d);
+}
+
+/* DIRTY_PAGES GET_BITMAP into two u64 words, the first pre-set to 'word'. */
+static long dirty_get(const char *p, int cfd, uint64_t iova, uint64_t size,
+		      uint64_t pgsize, uint64_t bsize, uint64_t word)
+{
+	struct {
+		struct vfio_iommu_type1_dirty_bitmap d;
+		struct vfio_iommu_type1_dirty_bitmap_get g;
+	} a;
+	uint64_t bits[2] = { word, 0 };
+	char what[256];
+	long r;
+
+	memset(&a, 0, sizeof(a));
+	a.d.argsz = sizeof(a);
+	a.d.flags = VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
+	a.g.iova = iova;
+	a.g.size = size;
+	a.g.bitmap.pgsize = pgsize;
+	a.g.bitmap.size = bsize;
+	a.g.bitmap.data = (__u64 *)bits;
+	snprintf(what, sizeof(what),
+		 "%s: DIRTY_PAGES(GET_BITMAP,iova=0x%llx,size=0x%llx,pgsize=0x%llx,bitmap.size=%llu,word=0x%llx)",
+		 p, (ull)iova, (ull)size, (ull)pgsize, (ull)bsize, (ull)word);
+	r = ioc_ptr(what, cfd, VFIO_IOMMU_DIRTY_PAGES, &a);
+	printf("%s.bitmap = 0x%llx 0x%llx\n", cur, (ull)bits[0], (ull)bits[1]);
+	return r;
+}
+
+/*
+ * The worked examples of vfio-legacy.md section 2.2: A=[0x1000,0x3000),
+ * B=[0x3000,0x5000), then one UNMAP request, then UNMAP_ALL to show what
+ * was left.
+ */
+static void unmap_row(const char *p, int cfd, unsigned char *buf,
+		      uint32_t flags, uint64_t iova, uint64_t size)
+{
+	char q[160];
+
+	snprintf(q, sizeof(q), "%s (0x%llx,0x%llx%s)", p, (ull)iova, (ull)size,
+		 flags & U_ALL ? ",ALL" : "");
+	map_dma(q, cfd, F_RW, buf, "buf", 0x1000, 0x2000);
+	map_dma(q, cfd, F_RW, buf + 0x2000, "buf+0x2000", 0x3000, 0x2000);
+	unmap_dma(q, cfd, flags, iova, size);
+	snprintf(q, sizeof(q), "%s (0x%llx,0x%llx%s) left", p, (ull)iova,
+		 (ull)size, flags & U_ALL ? ",ALL" : "");
+	unmap_dma(q, cfd, U_ALL, 0, 0);
+}
+
+static void unmap_table(const char *p, int cfd, unsigned char *buf)
+{
+	unmap_row(p, cfd, buf, 0, 0x1000, 0x2000);
+	unmap_row(p, cfd, buf, 0, 0x1000, 0x1000);
+	unmap_row(p, cfd, buf, 0, 0x2000, 0x3000);
+	unmap_row(p, cfd, buf, 0, 0x0, 0x10000);
+	unmap_row(p, cfd, buf, 0, 0x10000, 0x1000);
+	unmap_row(p, cfd, buf, U_ALL, 0, 0);
+	unmap_row(p, cfd, buf, 0, 0x0, 0x2000);
+	unmap_row(p, cfd, buf, 0, 0x3000, 0x1000);
+	unmap_row(p, cfd, buf, 0, 0x1000, 0x3000);
+	unmap_row(p, cfd, buf, 0, 0x2000, 0x2000);
+}
+
+int main(void)
+{
+	unsigned char *buf, *big, *hole, *none, *ro, *rw8, *half;
+	uint32_t grown;
+	uint64_t end;
+	int cfd, cfd2, gfd, gfd2;
+	const char *p;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	buf = alloc_pages(4, PROT_READ | PROT_WRITE);
+	rw8 = alloc_pages(8, PROT_READ | PROT_WRITE);
+	ro = alloc_pages(2, PROT_READ);
+	none = alloc_pages(2, PROT_NONE);
+	/* two pages: the first read/write, the second PROT_NONE */
+	half = alloc_pages(2, PROT_READ | PROT_WRITE);
+	if (mprotect(half + PG, PG, PROT_NONE)) {
+		perror("mprotect");
+		return 2;
+	}
+	/* address space only (never pinned: every use below fails first) */
+	big = mmap(NULL, 0x200000, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (big == MAP_FAILED) {
+		perror("mmap");
+		return 2;
+	}
+	/* a two-page hole: mapped, then unmapped (last, so nothing reuses it) */
+	hole = alloc_pages(2, PROT_READ | PROT_WRITE);
+	munmap(hole, 2 * PG);
+
+	/* ---- the classic flow ---- */
+	p = "flow";
+	cfd = open_node("flow: open " CONTAINER, CONTAINER);
+	if (cfd < 0)
+		return 1;
+	ioc_val("flow: GET_API_VERSION", cfd, VFIO_GET_API_VERSION, 0);
+	check_ext(p, cfd, VFIO_TYPE1_IOMMU, "TYPE1");
+	check_ext(p, cfd, VFIO_TYPE1v2_IOMMU, "TYPE1v2");
+	check_ext(p, cfd, VFIO_UNMAP_ALL, "UNMAP_ALL");
+	check_ext(p, cfd, VFIO_UPDATE_VADDR, "UPDATE_VADDR");
+	gfd = open_node("flow: open " GROUP, GROUP);
+	if (gfd < 0)
+		return 1;
+	group_status(p, gfd);
+	set_container(p, gfd, cfd);
+	group_status(p, gfd);
+	set_iommu(p, cfd, VFIO_TYPE1v2_IOMMU);
+	check_ext(p, cfd, VFIO_TYPE1_IOMMU, "TYPE1");
+	check_ext(p, cfd, VFIO_TYPE1v2_IOMMU, "TYPE1v2");
+	check_ext(p, cfd, VFIO_DMA_CC_IOMMU, "DMA_CC_IOMMU");
+	check_ext(p, cfd, VFIO_UNMAP_ALL, "UNMAP_ALL");
+	check_ext(p, cfd, VFIO_UPDATE_VADDR, "UPDATE_VADDR");
+
+	get_info(p, cfd, 15, 0);
+	get_info(p, cfd, 16, 0);
+	get_info(p, cfd, 20, 0);
+	grown = get_info(p, cfd, 24, 0);
+	if (grown <= 24 || grown > INFO_BUF)
+		grown = 26;	/* keep the same lines when GET_INFO fails */
+	get_info(p, cfd, grown - 1, 0);
+	get_info(p, cfd, grown, 1);
+	end = aperture_end;
+	address_width(p);
+	get_info(p, cfd, INFO_BUF, 1);
+	if (!end)
+		end = (1ULL << 39) - 1;
+
+	map_dma(p, cfd, F_RW, buf, "buf", 0x0, 4 * PG);
+	dma_avail(p, cfd);
+	unmap_dma(p, cfd, 0, 0x0, 4 * PG);
+	dma_avail(p, cfd);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
+	map_dma(p, cfd, F_READ, buf + 0x2000, "buf+0x2000", 0x102000, 2 * PG);
+	map_dma(p, cfd, F_WRITE, buf, "buf", 0x200000, 4 * PG);
+	dma_avail(p, cfd);
+	unmap_dma(p, cfd, U_ALL, 0x1000, 0);
+	unmap_dma(p, cfd, U_ALL, 0, 0x1000);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+	dma_avail(p, cfd);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+
+	/* ---- dirty page tracking (v2) ---- */
+	p = "dirty";
+	map_dma(p, cfd, F_RW, rw8, "rw8", 0x200000, 6 * PG);
+	map_dma(p, cfd, F_RW, rw8 + 6 * PG, "rw8+0x6000", 0x208000, 2 * PG);
+	dirty_get(p, cfd, 0x200000, 6 * PG, PG, 8, 0);
+	unmap_dirty(p, cfd, 0x200000, 6 * PG, PG, 8, 0);
+	dirty_simple(p, cfd, 0);
+	dirty_simple(p, cfd, VFIO_IOMMU_DIRTY_PAGES_FLAG_START |
+				     VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP);
+	dirty_simple(p, cfd, 0x8);
+	dirty_simple(p, cfd, VFIO_IOMMU_DIRTY_PAGES_FLAG_START);
+	dirty_simple(p, cfd, VFIO_IOMMU_DIRTY_PAGES_FLAG_START);
+	dirty_get(p, cfd, 0x200000, 6 * PG, PG, 8, 0);
+	dirty_get(p, cfd, 0x200000, 6 * PG, PG, 8, 0);
+	dirty_get(p, cfd, 0x1fe000, 8 * PG, PG, 8, 0xffff000000000001ULL);
+	dirty_get(p, cfd, 0x200000, 6 * PG, PG, 8, 0);
+	dirty_get(p, cfd, 0x200000, 16 * PG, PG, 8, 0);
+	dirty_get(p, cfd, 0x200000, 16 * PG, PG, 8, 0);
+	dirty_get(p, cfd, 0x201000, PG, PG, 8, 0);
+	dirty_get(p, cfd, 0x200000, 6 * PG, PG, 0, 0);
+	dirty_get(p, cfd, 0x200000, 6 * PG, 2 * PG, 8, 0);
+	dirty_get(p, cfd, 0x200800, 6 * PG, PG, 8, 0);
+	dirty_get(p, cfd, 0x200000, 0, PG, 8, 0);
+	dirty_get(p, cfd, 0xfffffffffffff000ULL, 2 * PG, PG, 8, 0);
+	dirty_get(p, cfd, 0xfffffffffffff000ULL, PG, PG, 8, 0);
+	unmap_dirty(p, cfd, 0x200000, 6 * PG, PG, 8, 0);
+	unmap_dirty(p, cfd, 0x208000, 2 * PG, 2 * PG, 8, 0);
+	dirty_simple(p, cfd, VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP);
+	dirty_simple(p, cfd, VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP);
+	dirty_simple(p, cfd, VFIO_IOMMU_DIRTY_PAGES_FLAG_START);
+	dirty_get(p, cfd, 0x208000, 2 * PG, PG, 8, 0);
+	unmap_dirty(p, cfd, 0x208000, 2 * PG, PG, 8, 0);
+	dirty_simple(p, cfd, VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP);
+	dma_avail(p, cfd);
+
+	/* ---- UPDATE_VADDR ---- */
+	p = "vaddr";
+	map_dma(p, cfd, F_RW, buf, "buf", 0x300000, 2 * PG);
+	map_dma(p, cfd, F_VADDR, rw8, "rw8", 0x300000, 2 * PG);
+	unmap_dma(p, cfd, U_VADDR, 0x300000, 2 * PG);
+	unmap_dma(p, cfd, U_VADDR, 0x300000, 2 * PG);
+	map_dma(p, cfd, F_VADDR, rw8, "rw8", 0x300000, PG);
+	map_dma(p, cfd, F_VADDR, rw8, "rw8", 0x400000, 2 * PG);
+	map_dma(p, cfd, F_VADDR | F_READ, rw8, "rw8", 0x300000, 2 * PG);
+	map_dma(p, cfd, F_VADDR, rw8, "rw8", 0x300000, 2 * PG);
+	map_dma(p, cfd, F_VADDR, rw8, "rw8", 0x300000, 2 * PG);
+	unmap_dma(p, cfd, U_ALL | U_VADDR, 0, 0);
+	map_dma(p, cfd, F_VADDR, buf, "buf", 0x300000, 2 * PG);
+	dma_avail(p, cfd);
+	unmap_dma(p, cfd, 0, 0x300000, 2 * PG);
+
+	/* ---- MAP_DMA errors ---- */
+	p = "errors";
+	map_dma(p, cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x101000, 2 * PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xff000, 2 * PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xff000, 0x4000);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x102000, PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x100800, PG);
+	map_dma(p, cfd, F_RW, buf + 0x800, "buf+0x800", 0x110000, PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x110000, 0x1800);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x110000, 0x800);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x110000, 0);
+	map_dma(p, cfd, 0, buf, "buf", 0x110000, PG);
+	map_dma(p, cfd, F_VADDR | F_READ, buf, "buf", 0x110000, PG);
+	map_dma(p, cfd, F_RW | 0x8, buf, "buf", 0x110000, PG);
+	map_dma(p, cfd, 0x80000000u | F_RW, buf, "buf", 0x110000, PG);
+	map_raw(p, cfd, 31, F_RW, buf, "buf", 0x110000, PG);
+	map_raw(p, cfd, 40, F_RW, buf, "buf", 0x110000, PG);
+	unmap_dma(p, cfd, 0, 0x110000, PG);
+	/* wrap-around */
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfffffffffffff000ULL, 2 * PG);
+	map_dma(p, cfd, F_RW, (void *)(uintptr_t)0xfffffffffffff000ULL,
+		"0xfffffffffffff000", 0x110000, 2 * PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfffffffffffff000ULL, PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x110000, 0xfffffffffffff000ULL);
+	/* which comes first: the flags, the alignment or the wrap? */
+	map_dma(p, cfd, 0, buf, "buf", 0xfffffffffffff000ULL, 2 * PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfffffffffffff800ULL, PG);
+	/* the MSI window and its edges */
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfee00000, PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfeeff000, PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfedff000, 2 * PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfeeff000, 2 * PG);
+	map_dma(p, cfd, F_RW, big, "big", 0xfedff000, 0x102000);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfedff000, PG);
+	map_dma(p, cfd, F_RW, buf, "buf", 0xfef00000, PG);
+	/* overlap beats the range check */
+	map_dma(p, cfd, F_RW, big, "big", 0xfedfe000, 0x102000);
+	unmap_dma(p, cfd, 0, 0xfedff000, PG);
+	unmap_dma(p, cfd, 0, 0xfef00000, PG);
+	/* the aperture (its end read from IOVA_RANGE above) */
+	{
+		char text[64];
+
+		snprintf(text, sizeof(text), "0x%llx", (ull)end);
+		note("errors: aperture end", text);
+	}
+	map_dma("errors: at aperture_end+1", cfd, F_RW, buf, "buf", end + 1, PG);
+	map_dma("errors: across aperture_end", cfd, F_RW, buf, "buf",
+		end + 1 - PG, 2 * PG);
+	map_dma("errors: last page", cfd, F_RW, buf, "buf", end + 1 - PG, PG);
+	map_dma("errors: across aperture_end", cfd, F_RW, buf, "buf",
+		end + 1 - PG, 2 * PG);
+	map_dma("errors: at 2^48", cfd, F_RW, buf, "buf", 1ULL << 48, PG);
+	unmap_dma("errors: last page", cfd, 0, end + 1 - PG, PG);
+	/* user memory */
+	map_dma(p, cfd, F_RW, hole, "hole", 0x120000, PG);
+	map_dma(p, cfd, F_READ, hole, "hole", 0x120000, PG);
+	map_dma(p, cfd, F_RW, half, "rw_then_prot_none", 0x120000, 2 * PG);
+	map_dma(p, cfd, F_RW, half, "rw_then_prot_none", 0x140000, PG);
+	unmap_dma(p, cfd, 0, 0x140000, PG);
+	map_dma(p, cfd, F_RW, none, "prot_none", 0x120000, PG);
+	map_dma(p, cfd, F_READ, none, "prot_none", 0x120000, PG);
+	map_dma(p, cfd, F_RW, ro, "read_only", 0x120000, 2 * PG);
+	map_dma(p, cfd, F_WRITE, ro, "read_only", 0x120000, 2 * PG);
+	map_dma(p, cfd, F_READ, ro, "read_only", 0x120000, 2 * PG);
+	map_dma(p, cfd, F_RW, (void *)(uintptr_t)PG, "0x1000", 0x130000, PG);
+	map_dma(p, cfd, F_RW, (void *)(uintptr_t)0xfffffffffffff000ULL,
+		"0xfffffffffffff000", 0x130000, PG);
+	/* nothing of the failed ones was left behind */
+	unmap_dma(p, cfd, 0, 0x120000, 0x20000);
+	dma_avail(p, cfd);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+
+	/* ---- UNMAP_DMA errors and empty ranges ---- */
+	p = "unmap";
+	map_dma(p, cfd, F_RW, buf, "buf", 0x100000, 4 * PG);
+	unmap_dma(p, cfd, 0, 0x200000, 4 * PG);
+	unmap_dma(p, cfd, 0, 0x0, PG);
+	unmap_dma(p, cfd, 0, 0x100800, PG);
+	unmap_dma(p, cfd, 0, 0x100000, 0x800);
+	unmap_dma(p, cfd, 0, 0x100000, 0);
+	unmap_dma(p, cfd, 0, 0xfffffffffffff000ULL, 2 * PG);
+	unmap_dma(p, cfd, 0x8, 0x100000, 4 * PG);
+	unmap_dma(p, cfd, U_ALL | U_DIRTY, 0, 0);
+	unmap_dma(p, cfd, 0, 0x101000, PG);
+	unmap_dma(p, cfd, 0, 0x100000, 3 * PG);
+	unmap_dma(p, cfd, 0, 0x100000, 4 * PG);
+	unmap_dma(p, cfd, 0, 0x100000, 4 * PG);
+	dma_avail(p, cfd);
+
+	/* ---- the v2 table ---- */
+	unmap_table("v2", cfd, buf);
+
+	/* ---- the same table on a type1 (v1) container ---- */
+	p = "v1";
+	map_dma(p, cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
+	ioc_ptr("v1: GROUP_UNSET_CONTAINER(from v2)", gfd,
+		VFIO_GROUP_UNSET_CONTAINER, NULL);
+	get_info("v1: old container", cfd, 16, 0);
+	cfd2 = open_node("v1: open " CONTAINER " (second container)",
+			 CONTAINER);
+	if (cfd2 < 0)
+		return 1;
+	set_container(p, gfd, cfd2);
+	set_iommu(p, cfd2, VFIO_TYPE1_IOMMU);
+	check_ext(p, cfd2, VFIO_TYPE1_IOMMU, "TYPE1");
+	check_ext(p, cfd2, VFIO_TYPE1v2_IOMMU, "TYPE1v2");
+	check_ext(p, cfd2, VFIO_UNMAP_ALL, "UNMAP_ALL");
+	check_ext(p, cfd2, VFIO_UPDATE_VADDR, "UPDATE_VADDR");
+	get_info(p, cfd2, 24, 0);
+	dma_avail(p, cfd2);
+	unmap_table("v1", cfd2, buf);
+	dirty_simple(p, cfd2, VFIO_IOMMU_DIRTY_PAGES_FLAG_START);
+	dirty_simple(p, cfd2, 0);
+	map_dma(p, cfd2, F_RW, buf, "buf", 0x1000, 2 * PG);
+	unmap_dirty(p, cfd2, 0x1000, 2 * PG, PG, 8, 0);
+	unmap_dma(p, cfd2, U_VADDR, 0x1000, 2 * PG);
+	map_dma(p, cfd2, F_VADDR, buf, "buf", 0x1000, 2 * PG);
+	unmap_dma(p, cfd2, 0, 0x1000, PG);
+	unmap_dma(p, cfd2, 0, 0x0, 0x2000);
+	map_dma(p, cfd2, F_RW, buf, "buf", 0x1000, 2 * PG);
+	map_dma(p, cfd2, F_RW, buf, "buf", 0x4000, 2 * PG);
+	unmap_dma(p, cfd2, 0, 0x2000, 0x4000);
+	unmap_dma(p, cfd2, 0, 0x1000, 0x4000);
+	unmap_dma(p, cfd2, U_ALL, 0, 0);
+	map_dma(p, cfd2, F_RW, buf, "buf", 0x100000, 2 * PG);
+	ioc_ptr("v1: GROUP_UNSET_CONTAINER", gfd, VFIO_GROUP_UNSET_CONTAINER,
+		NULL);
+	get_info(p, cfd2, 16, 0);
+	do_close("v1: close second container", cfd2);
+
+	/* ---- group exclusivity and lifetime ---- */
+	p = "group";
+	gfd2 = open_node("group: open " GROUP " (second open)", GROUP);
+	if (gfd2 >= 0)
+		do_close("group: close second open", gfd2);
+	set_container(p, gfd, cfd);
+	set_iommu(p, cfd, VFIO_TYPE1v2_IOMMU);
+	dma_avail(p, cfd);
+	map_dma(p, cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
+	dma_avail(p, cfd);
+	do_close("group: close group (attached, one mapping)", gfd);
+	get_info("group: after close", cfd, 16, 0);
+	check_ext("group: after close", cfd, VFIO_UPDATE_VADDR, "UPDATE_VADDR");
+	gfd = open_node("group: reopen " GROUP, GROUP);
+	if (gfd < 0)
+		return 1;
+	group_status("group: reopened", gfd);
+	gfd2 = open_node("group: open " GROUP " (second open)", GROUP);
+	if (gfd2 >= 0)
+		do_close("group: close second open", gfd2);
+	set_container("group: reopened", gfd, cfd);
+	set_iommu("group: reopened", cfd, VFIO_TYPE1v2_IOMMU);
+	dma_avail("group: reopened", cfd);
+	unmap_dma("group: reopened", cfd, 0, 0x100000, 2 * PG);
+	map_dma("group: reopened", cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
+	do_close("group: close container (group attached)", cfd);
+	do_close("group: close group", gfd);
+	gfd = open_node("group: reopen " GROUP " (after both closed)", GROUP);
+	if (gfd >= 0) {
+		group_status("group: last", gfd);
+		do_close("group: close group", gfd);
+	}
+	return 0;
+}

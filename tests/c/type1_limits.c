@@ -1,0 +1,786 @@
+/*
+ * type1_limits.c - fidelity probe for the VFIO type1 limits: the number of
+ * live mappings per container (dma_entry_limit, 65535 by default: ENOSPC)
+ * and the locked-memory accounting against RLIMIT_MEMLOCK (ENOMEM).
+ *
+ * Part 1 (dma_entry_limit) runs with the caller's full capabilities: one
+ * page of memory is mapped at 65535 different IOVAs, then the 65536th
+ * MAP_DMA fails.  Part 2 (RLIMIT_MEMLOCK) drops CAP_IPC_LOCK with the raw
+ * capset syscall (it cannot be regained, hence the order), lowers
+ * RLIMIT_MEMLOCK to 64 KiB and maps within and beyond it, printing VmLck
+ * from /proc/self/status at each step.
+ *
+ * Prints one line per observation:
+ *     <what> = <ret>            (success; the ioctl/syscall return value)
+ *     <what> = -1 <ERRNONAME>   (failure)
+ * plus "<what>.<field> = <value>" lines for written-back fields.  Nothing
+ * printed depends on addresses, pids or timing.  Must run as root (or with
+ * CAP_IPC_LOCK) and start with only fds 0, 1 and 2 open.
+ *
+ * A label printed before gets " #n" (its n-th use), so every line is unique;
+ * the same lines are printed whatever the answers, so outputs can be compared
+ * line by line.
+ *
+ * Only the 6.1 <linux/vfio.h> is assumed.
+ * Build: gcc -O2 -Wall -Werror -o type1_limits type1_limits.c
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/vfio.h>
+
+#define CONTAINER "/dev/vfio/vfio"
+#define GROUP "/dev/vfio/1"
+#define PG 0x1000UL
+#define NR_LIMIT 65535
+
+#define F_READ VFIO_DMA_MAP_FLAG_READ
+#define F_WRITE VFIO_DMA_MAP_FLAG_WRITE
+#define F_RW (F_READ | F_WRITE)
+#define F_VADDR VFIO_DMA_MAP_FLAG_VADDR
+#define U_DIRTY VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP
+#define U_ALL VFIO_DMA_UNMAP_FLAG_ALL
+#define U_VADDR VFIO_DMA_UNMAP_FLAG_VADDR
+
+#define UNUSED __attribute__((unused))
+
+typedef unsigned long long ull;
+
+static const char *errname(int e)
+{
+	static char buf[32];
+
+	switch (e) {
+	case EPERM: return "EPERM";
+	case ENOENT: return "ENOENT";
+	case ESRCH: return "ESRCH";
+	case EINTR: return "EINTR";
+	case EIO: return "EIO";
+	case ENXIO: return "ENXIO";
+	case E2BIG: return "E2BIG";
+	case EBADF: return "EBADF";
+	case EAGAIN: return "EAGAIN";
+	case ENOMEM: return "ENOMEM";
+	case EACCES: return "EACCES";
+	case EFAULT: return "EFAULT";
+	case EBUSY: return "EBUSY";
+	case EEXIST: return "EEXIST";
+	case ENODEV: return "ENODEV";
+	case EINVAL: return "EINVAL";
+	case EMFILE: return "EMFILE";
+	case ENOTTY: return "ENOTTY";
+	case ENOSPC: return "ENOSPC";
+	case ERANGE: return "ERANGE";
+	case ENOSYS: return "ENOSYS";
+	case EOVERFLOW: return "EOVERFLOW";
+	case EBADFD: return "EBADFD";
+	case EOPNOTSUPP: return "EOPNOTSUPP";
+	case EADDRINUSE: return "EADDRINUSE";
+	case EDEADLK: return "EDEADLK";
+	default:
+		snprintf(buf, sizeof(buf), "E#%d", e);
+		return buf;
+	}
+}
+
+/*
+ * Every printed label is unique: the n-th repetition of a label gets " #n".
+ * 'cur' is the (decorated) label of the last observation; the lines of the
+ * fields it wrote back are "<cur>.<field> = <value>".
+ */
+#define SEEN_MAX 8192
+static uint64_t seen_hash[SEEN_MAX];
+static unsigned int seen_count[SEEN_MAX];
+static char cur[512];
+
+static const char *uniq(const char *label)
+{
+	uint64_t h = 1469598103934665603ULL;
+	const char *s;
+	unsigned int i;
+
+	for (s = label; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	if (!h)
+		h = 1;
+	for (i = h % SEEN_MAX; seen_hash[i] && seen_hash[i] != h;
+	     i = (i + 1) % SEEN_MAX)
+		;
+	seen_hash[i] = h;
+	if (++seen_count[i] == 1)
+		snprintf(cur, sizeof(cur), "%s", label);
+	else
+		snprintf(cur, sizeof(cur), "%s #%u", label, seen_count[i]);
+	return cur;
+}
+
+static long report(const char *what, long ret, int err)
+{
+	uniq(what);
+	if (ret < 0)
+		printf("%s = -1 %s\n", cur, errname(err));
+	else
+		printf("%s = %ld\n", cur, ret);
+	return ret;
+}
+
+/* A line that is not an ioctl: "<label> = <text>", label made unique. */
+static void note(const char *label, const char *text)
+{
+	uniq(label);
+	printf("%s = %s\n", cur, text);
+}
+
+static long ioc_val(const char *what, int fd, unsigned long cmd,
+		    unsigned long arg)
+{
+	long r;
+
+	errno = 0;
+	r = ioctl(fd, cmd, arg);
+	return report(what, r, errno);
+}
+
+static long ioc_ptr(const char *what, int fd, unsigned long cmd, void *arg)
+{
+	long r;
+
+	errno = 0;
+	r = ioctl(fd, cmd, arg);
+	return report(what, r, errno);
+}
+
+static int open_node(const char *what, const char *path)
+{
+	int fd;
+
+	errno = 0;
+	fd = open(path, O_RDWR);
+	report(what, fd, errno);
+	return fd;
+}
+
+static void do_close(const char *what, int fd)
+{
+	long r;
+
+	errno = 0;
+	r = close(fd);
+	report(what, r, errno);
+}
+
+/* Anonymous memory, populated (written) before any protection change. */
+static unsigned char *alloc_pages(size_t pages, int prot)
+{
+	unsigned char *p;
+
+	p = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(2);
+	}
+	memset(p, 0x5a, pages * PG);
+	if (prot != (PROT_READ | PROT_WRITE) && mprotect(p, pages * PG, prot)) {
+		perror("mprotect");
+		exit(2);
+	}
+	return p;
+}
+
+static const char *map_flags(uint32_t f)
+{
+	static char buf[64];
+
+	switch (f) {
+	case 0: return "0";
+	case F_READ: return "R";
+	case F_WRITE: return "W";
+	case F_RW: return "RW";
+	case F_VADDR: return "VADDR";
+	case F_VADDR | F_READ: return "VADDR|R";
+	default:
+		snprintf(buf, sizeof(buf), "0x%x", f);
+		return buf;
+	}
+}
+
+/*
+ * MAP_DMA.  The kernel writes nothing back; the line says so if the struct
+ * changed.  'vname' names the user address (never printed as a number).
+ */
+static long map_raw(const char *p, int cfd, uint32_t argsz, uint32_t flags,
+		    const void *vaddr, const char *vname, uint64_t iova,
+		    uint64_t size)
+{
+	struct vfio_iommu_type1_dma_map m, copy;
+	char what[256];
+	long r;
+	int e;
+
+	memset(&m, 0, sizeof(m));
+	m.argsz = argsz;
+	m.flags = flags;
+	m.vaddr = (uintptr_t)vaddr;
+	m.iova = iova;
+	m.size = size;
+	copy = m;
+	if (argsz == sizeof(m))
+		snprintf(what, sizeof(what),
+			 "%s: MAP_DMA(%s,vaddr=%s,iova=0x%llx,size=0x%llx)", p,
+			 map_flags(flags), vname, (ull)iova, (ull)size);
+	else
+		snprintf(what, sizeof(what),
+			 "%s: MAP_DMA(argsz=%u,%s,vaddr=%s,iova=0x%llx,size=0x%llx)",
+			 p, argsz, map_flags(flags), vname, (ull)iova,
+			 (ull)size);
+	errno = 0;
+	r = ioctl(cfd, VFIO_IOMMU_MAP_DMA, &m);
+	e = errno;
+	if (memcmp(&m, &copy, sizeof(m)))
+		strncat(what, " [struct written]", sizeof(what) - strlen(what) - 1);
+	return report(what, r, e);
+}
+
+static long map_dma(const char *p, int cfd, uint32_t flags, const void *vaddr,
+		    const char *vname, uint64_t iova, uint64_t size)
+{
+	return map_raw(p, cfd, sizeof(struct vfio_iommu_type1_dma_map), flags,
+		       vaddr, vname, iova, size);
+}
+
+static const char *unmap_flags(uint32_t f)
+{
+	static char buf[64];
+
+	switch (f) {
+	case 0: return "0";
+	case U_DIRTY: return "GET_DIRTY_BITMAP";
+	case U_ALL: return "ALL";
+	case U_VADDR: return "VADDR";
+	case U_ALL | U_VADDR: return "ALL|VADDR";
+	case U_ALL | U_DIRTY: return "ALL|GET_DIRTY_BITMAP";
+	default:
+		snprintf(buf, sizeof(buf), "0x%x", f);
+		return buf;
+	}
+}
+
+/*
+ * UNMAP_DMA; prints the size field afterwards (written back, or left as it
+ * was), and flags any change to argsz, flags or iova on the same line.
+ */
+static long unmap_dma(const char *p, int cfd, uint32_t flags, uint64_t iova,
+		      uint64_t size)
+{
+	struct vfio_iommu_type1_dma_unmap u;
+	char what[256];
+	long r;
+
+	memset(&u, 0, sizeof(u));
+	u.argsz = sizeof(u);
+	u.flags = flags;
+	u.iova = iova;
+	u.size = size;
+	snprintf(what, sizeof(what), "%s: UNMAP_DMA(%s,iova=0x%llx,size=0x%llx)",
+		 p, unmap_flags(flags), (ull)iova, (ull)size);
+	errno = 0;
+	r = ioctl(cfd, VFIO_IOMMU_UNMAP_DMA, &u);
+	report(what, r, errno);
+	if (u.argsz != sizeof(u) || u.flags != flags || u.iova != iova)
+		printf("%s.size = 0x%llx [argsz/flags/iova = %u/0x%x/0x%llx]\n",
+		       cur, (ull)u.size, u.argsz, u.flags, (ull)u.iova);
+	else
+		printf("%s.size = 0x%llx\n", cur, (ull)u.size);
+	return r;
+}
+
+static uint32_t rd32(const unsigned char *b, size_t off)
+{
+	uint32_t v;
+
+	memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
+static uint64_t rd64(const unsigned char *b, size_t off)
+{
+	uint64_t v;
+
+	memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
+static uint16_t rd16(const unsigned char *b, size_t off)
+{
+	uint16_t v;
+
+	memcpy(&v, b + off, sizeof(v));
+	return v;
+}
+
+#define INFO_BUF 4096
+static unsigned char info[INFO_BUF];
+static uint64_t aperture_end;	/* last IOVA of the last IOVA_RANGE range */
+
+/* Append to a line buffer. */
+static void cat(char *line, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void cat(char *line, size_t len, const char *fmt, ...)
+{
+	size_t used = strlen(line);
+	va_list ap;
+
+	if (used + 1 >= len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The capability chain of a GET_INFO answer of 'len' bytes, always as four
+ * lines: the chain (offset, id, version, next of each capability), then
+ * MIGRATION, DMA_AVAIL and IOVA_RANGE (or "absent").  'label' is the
+ * GET_INFO line's label.
+ */
+static void print_caps(const char *label, uint32_t first, uint32_t len)
+{
+	char chain[512] = "", mig[256] = "absent", avail[64] = "absent";
+	char iova[1024] = "absent";
+	uint32_t off = first, n, i;
+	int count = 0;
+
+	aperture_end = 0;
+	if (first == 0 || first == 0xa5a5a5a5u)
+		cat(chain, sizeof(chain), "none");
+	while (off && off != 0xa5a5a5a5u) {
+		uint16_t id, ver;
+		uint32_t next;
+
+		if (off < 24 || off + 8 > len || ++count > 16) {
+			cat(chain, sizeof(chain), "%s@%u outside",
+			    count > 1 ? " " : "", off);
+			break;
+		}
+		id = rd16(info, off);
+		ver = rd16(info, off + 2);
+		next = rd32(info, off + 4);
+		cat(chain, sizeof(chain), "%s@%u id=%u version=%u next=%u",
+		    count > 1 ? " " : "", off, id, ver, next);
+		switch (id) {
+		case VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION:
+			snprintf(mig, sizeof(mig),
+				 "flags=0x%x pgsize_bitmap=0x%llx max_dirty_bitmap_size=0x%llx",
+				 rd32(info, off + 8), (ull)rd64(info, off + 16),
+				 (ull)rd64(info, off + 24));
+			break;
+		case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:
+			snprintf(avail, sizeof(avail), "avail=%u",
+				 rd32(info, off + 8));
+			break;
+		case VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE:
+			n = rd32(info, off + 8);
+			snprintf(iova, sizeof(iova), "nr_iovas=%u reserved=0x%x", n,
+				 rd32(info, off + 12));
+			for (i = 0; i < n && i < 16 && off + 16 + 16 * (i + 1) <= len;
+			     i++) {
+				uint64_t st = rd64(info, off + 16 + 16 * i);
+				uint64_t e = rd64(info, off + 24 + 16 * i);
+
+				cat(iova, sizeof(iova), " [0x%llx, 0x%llx]",
+				    (ull)st, (ull)e);
+				aperture_end = e;
+			}
+			break;
+		default:
+			break;
+		}
+		off = next;
+	}
+	printf("%s.caps = %s\n", label, chain);
+	printf("%s.MIGRATION = %s\n", label, mig);
+	printf("%s.DMA_AVAIL = %s\n", label, avail);
+	printf("%s.IOVA_RANGE = %s\n", label, iova);
+}
+
+/*
+ * GET_INFO with the given argsz into a buffer pre-filled with 0xa5, so that
+ * bytes the kernel leaves alone show as 0xa5a5a5a5.  The same lines are
+ * printed whether or not the call succeeds.  Returns the argsz written back
+ * (0 on failure).
+ */
+static UNUSED uint32_t get_info(const char *p, int cfd, uint32_t argsz,
+				int walk)
+{
+	char what[160], label[512];
+	uint32_t out, co;
+	long r;
+
+	memset(info, 0xa5, sizeof(info));
+	memcpy(info, &argsz, sizeof(argsz));
+	snprintf(what, sizeof(what), "%s: GET_INFO(argsz=%u)", p, argsz);
+	r = ioc_ptr(what, cfd, VFIO_IOMMU_GET_INFO, info);
+	snprintf(label, sizeof(label), "%s", cur);
+	out = rd32(info, 0);
+	co = rd32(info, 16);
+	printf("%s.argsz = %u\n", label, out);
+	printf("%s.flags = 0x%x\n", label, rd32(info, 4));
+	printf("%s.iova_pgsizes = 0x%llx\n", label, (ull)rd64(info, 8));
+	printf("%s.cap_offset = 0x%x\n", label, co);
+	printf("%s.u32@20 = 0x%x\n", label, rd32(info, 20));
+	if (argsz > 24)
+		printf("%s.u32@24 = 0x%x\n", label, rd32(info, 24));
+	if (walk)
+		print_caps(label, co, argsz < INFO_BUF ? argsz : INFO_BUF);
+	return r < 0 ? 0 : out;
+}
+
+/* The IOMMU's address width, from the end of the last IOVA range. */
+static UNUSED void address_width(const char *p)
+{
+	char label[160], text[64];
+	int bits = 0;
+
+	while (bits < 64 && (aperture_end >> bits))
+		bits++;
+	snprintf(label, sizeof(label), "%s: IOVA_RANGE address width", p);
+	if (aperture_end)
+		snprintf(text, sizeof(text), "%d bits", bits);
+	else
+		snprintf(text, sizeof(text), "unknown");
+	note(label, text);
+}
+
+/* Only the DMA_AVAIL capability, as one line. */
+static UNUSED void dma_avail(const char *p, int cfd)
+{
+	uint32_t off, argsz = INFO_BUF;
+	char label[160], text[64] = "no DMA_AVAIL capability";
+	int count = 0;
+
+	memset(info, 0, sizeof(info));
+	memcpy(info, &argsz, sizeof(argsz));
+	errno = 0;
+	if (ioctl(cfd, VFIO_IOMMU_GET_INFO, info)) {
+		snprintf(text, sizeof(text), "GET_INFO -1 %s", errname(errno));
+	} else {
+		for (off = rd32(info, 16);
+		     off && off + 12 <= INFO_BUF && count < 16;
+		     off = rd32(info, off + 4), count++) {
+			if (rd16(info, off) == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
+				snprintf(text, sizeof(text), "%u",
+					 rd32(info, off + 8));
+				break;
+			}
+		}
+	}
+	snprintf(label, sizeof(label), "%s: DMA_AVAIL.avail", p);
+	note(label, text);
+}
+
+static UNUSED void group_status(const char *p, int gfd)
+{
+	struct vfio_group_status st;
+	char what[160];
+
+	memset(&st, 0, sizeof(st));
+	st.argsz = sizeof(st);
+	snprintf(what, sizeof(what), "%s: GROUP_GET_STATUS", p);
+	ioc_ptr(what, gfd, VFIO_GROUP_GET_STATUS, &st);
+	printf("%s.flags = 0x%x\n", cur, st.flags);
+}
+
+static UNUSED long set_container(const char *p, int gfd, int cfd)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what), "%s: GROUP_SET_CONTAINER", p);
+	return ioc_ptr(what, gfd, VFIO_GROUP_SET_CONTAINER, &cfd);
+}
+
+static UNUSED long set_iommu(const char *p, int cfd, unsigned long type)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what), "%s: SET_IOMMU(%lu)", p, type);
+	return ioc_val(what, cfd, VFIO_SET_IOMMU, type);
+}
+
+static UNUSED void check_ext(const char *p, int cfd, unsigned long ext,
+			     const char *name)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what), "%s: CHECK_EXTENSION(%s)", p, name);
+	ioc_val(what, cfd, VFIO_CHECK_EXTENSION, ext);
+}
+
+/* MAP_DMA without printing: returns 0 or the errno. */
+static int map_quiet(int cfd, const void *vaddr, uint64_t iova, uint64_t size)
+{
+	struct vfio_iommu_type1_dma_map m;
+
+	memset(&m, 0, sizeof(m));
+	m.argsz = sizeof(m);
+	m.flags = F_RW;
+	m.vaddr = (uintptr_t)vaddr;
+	m.iova = iova;
+	m.size = size;
+	return ioctl(cfd, VFIO_IOMMU_MAP_DMA, &m) ? errno : 0;
+}
+
+/* VmLck from /proc/self/status, as the kernel prints it. */
+static void vmlck(const char *p)
+{
+	char line[256], label[160], text[256] = "(missing)";
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f) {
+		snprintf(text, sizeof(text), "? (%s)", errname(errno));
+	} else {
+		while (fgets(line, sizeof(line), f)) {
+			if (!strncmp(line, "VmLck:", 6)) {
+				char *v = line + 6;
+
+				while (*v == ' ' || *v == '\t')
+					v++;
+				v[strcspn(v, "\n")] = 0;
+				snprintf(text, sizeof(text), "%s", v);
+				break;
+			}
+		}
+		fclose(f);
+	}
+	snprintf(label, sizeof(label), "%s: VmLck", p);
+	note(label, text);
+}
+
+/* Clear one capability from the effective and permitted sets. */
+static long drop_cap(const char *what, int cap)
+{
+	struct __user_cap_header_struct hdr;
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+	long r;
+
+	memset(&hdr, 0, sizeof(hdr));
+	memset(data, 0, sizeof(data));
+	hdr.version = _LINUX_CAPABILITY_VERSION_3;
+	hdr.pid = 0;
+	if (syscall(SYS_capget, &hdr, data)) {
+		perror("capget");
+		exit(2);
+	}
+	data[cap / 32].effective &= ~(1u << (cap % 32));
+	data[cap / 32].permitted &= ~(1u << (cap % 32));
+	errno = 0;
+	r = syscall(SYS_capset, &hdr, data);
+	return report(what, r, errno);
+}
+
+static int has_cap(int cap)
+{
+	struct __user_cap_header_struct hdr;
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	memset(&hdr, 0, sizeof(hdr));
+	memset(data, 0, sizeof(data));
+	hdr.version = _LINUX_CAPABILITY_VERSION_3;
+	if (syscall(SYS_capget, &hdr, data))
+		return -1;
+	return !!(data[cap / 32].effective & (1u << (cap % 32)));
+}
+
+static long set_memlock(const char *p, rlim_t bytes)
+{
+	struct rlimit rl = { bytes, bytes };
+	char what[160];
+	long r;
+
+	snprintf(what, sizeof(what), "%s: setrlimit(RLIMIT_MEMLOCK, %llu)", p,
+		 (ull)bytes);
+	errno = 0;
+	r = setrlimit(RLIMIT_MEMLOCK, &rl);
+	return report(what, r, errno);
+}
+
+static void dma_entry_limit(int cfd, unsigned char *page, unsigned char *hole)
+{
+	const char *p = "limit";
+	uint64_t i, ok = 0, first_bad = 0;
+	int err, bad = 0;
+
+	dma_avail(p, cfd);
+	vmlck(p);
+	for (i = 0; i < NR_LIMIT; i++) {
+		err = map_quiet(cfd, page, i * PG, PG);
+		if (!err) {
+			ok++;
+		} else if (!bad) {
+			bad = err;
+			first_bad = i;
+		}
+	}
+	{
+		char label[160], text[96];
+
+		snprintf(label, sizeof(label),
+			 "limit: MAP_DMA(RW,vaddr=page,iova=0x0..0x%llx step 0x1000,size=0x1000) x%d",
+			 (ull)((NR_LIMIT - 1) * PG), NR_LIMIT);
+		snprintf(text, sizeof(text), "%llu ok", (ull)ok);
+		note(label, text);
+		if (bad)
+			snprintf(text, sizeof(text), "iova=0x%llx -1 %s",
+				 (ull)(first_bad * PG), errname(bad));
+		else
+			snprintf(text, sizeof(text), "none");
+		note("limit: first failure", text);
+	}
+	dma_avail(p, cfd);
+	vmlck(p);
+	/* the 65536th mapping */
+	map_dma(p, cfd, F_RW, page, "page", NR_LIMIT * PG, PG);
+	map_dma(p, cfd, F_RW, page, "page", 0x20000000, PG);
+	/* the checks that come before the limit ... */
+	map_dma(p, cfd, F_RW, page, "page", 0x0, PG);
+	map_dma(p, cfd, F_RW, page, "page", 0x20000800, PG);
+	map_dma(p, cfd, F_RW, page, "page", 0x20000000, 0);
+	map_dma(p, cfd, 0, page, "page", 0x20000000, PG);
+	map_dma(p, cfd, F_VADDR, page, "page", 0x20000000, PG);
+	/* ... and the ones that come after it */
+	map_dma(p, cfd, F_RW, page, "page", 0xfee00000, PG);
+	map_dma(p, cfd, F_RW, page, "page", 1ULL << 48, PG);
+	map_dma(p, cfd, F_RW, hole, "hole", 0x20000000, PG);
+	dma_avail(p, cfd);
+	/* one freed entry can be used again, once */
+	unmap_dma(p, cfd, 0, 0x5000, PG);
+	dma_avail(p, cfd);
+	map_dma(p, cfd, F_RW, page, "page", 0x20000000, PG);
+	map_dma(p, cfd, F_RW, page, "page", 0x5000, PG);
+	dma_avail(p, cfd);
+	/* an empty unmap frees nothing */
+	unmap_dma(p, cfd, 0, 0x30000000, PG);
+	dma_avail(p, cfd);
+	unmap_dma(p, cfd, 0, 0x20000000, PG);
+	map_dma(p, cfd, F_RW, page, "page", 0x5000, PG);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+	dma_avail(p, cfd);
+	vmlck(p);
+	map_dma(p, cfd, F_RW, page, "page", NR_LIMIT * PG, PG);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+}
+
+static void memlock(int cfd, unsigned char *buf16, unsigned char *one)
+{
+	const char *p = "memlock";
+
+	drop_cap("memlock: capset(drop CAP_IPC_LOCK)", CAP_IPC_LOCK);
+	note("memlock: CAP_IPC_LOCK effective", has_cap(CAP_IPC_LOCK) ? "1" : "0");
+	set_memlock(p, 64 * 1024);
+	vmlck(p);
+	map_dma(p, cfd, F_RW, buf16, "buf16", 0x100000, 8 * PG);
+	vmlck(p);
+	/* the same pages again: counted twice */
+	map_dma(p, cfd, F_RW, buf16, "buf16", 0x200000, 8 * PG);
+	vmlck(p);
+	map_dma(p, cfd, F_RW, one, "one", 0x300000, PG);
+	vmlck(p);
+	dma_avail(p, cfd);
+	unmap_dma(p, cfd, 0, 0x100000, 8 * PG);
+	vmlck(p);
+	map_dma(p, cfd, F_RW, one, "one", 0x300000, PG);
+	vmlck(p);
+	/* a request crossing the limit pins nothing */
+	map_dma(p, cfd, F_RW, buf16, "buf16", 0x400000, 16 * PG);
+	vmlck(p);
+	unmap_dma(p, cfd, 0, 0x400000, 16 * PG);
+	map_dma(p, cfd, F_READ, buf16 + 8 * PG, "buf16+0x8000", 0x400000,
+		8 * PG);
+	vmlck(p);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+	vmlck(p);
+	/* exactly the limit */
+	map_dma(p, cfd, F_RW, buf16, "buf16", 0x400000, 16 * PG);
+	vmlck(p);
+	map_dma(p, cfd, F_RW, one, "one", 0x300000, PG);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+	vmlck(p);
+	/* mlock()ed memory counts against the same limit */
+	{
+		long r;
+
+		errno = 0;
+		r = mlock(buf16, 2 * PG);
+		report("memlock: mlock(buf16, 0x2000)", r, errno);
+	}
+	vmlck(p);
+	map_dma(p, cfd, F_RW, buf16 + 2 * PG, "buf16+0x2000", 0x400000,
+		14 * PG);
+	vmlck(p);
+	map_dma(p, cfd, F_RW, buf16, "buf16", 0x500000, PG);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+	{
+		long r;
+
+		errno = 0;
+		r = munlock(buf16, 2 * PG);
+		report("memlock: munlock(buf16, 0x2000)", r, errno);
+	}
+	vmlck(p);
+	/* a lower limit, then none at all */
+	set_memlock(p, 16 * 1024);
+	map_dma(p, cfd, F_RW, buf16, "buf16", 0x100000, 4 * PG);
+	map_dma(p, cfd, F_RW, buf16, "buf16", 0x200000, 5 * PG);
+	vmlck(p);
+	set_memlock(p, 0);
+	map_dma(p, cfd, F_RW, one, "one", 0x300000, PG);
+	/* the existing pins stay; unmapping gives them back */
+	vmlck(p);
+	unmap_dma(p, cfd, U_ALL, 0, 0);
+	vmlck(p);
+	dma_avail(p, cfd);
+}
+
+int main(void)
+{
+	unsigned char *page, *one, *buf16, *hole;
+	int cfd, gfd;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	page = alloc_pages(1, PROT_READ | PROT_WRITE);
+	one = alloc_pages(1, PROT_READ | PROT_WRITE);
+	buf16 = alloc_pages(16, PROT_READ | PROT_WRITE);
+	hole = alloc_pages(1, PROT_READ | PROT_WRITE);
+	munmap(hole, PG);
+
+	cfd = open_node("open " CONTAINER, CONTAINER);
+	if (cfd < 0)
+		return 1;
+	gfd = open_node("open " GROUP, GROUP);
+	if (gfd < 0)
+		return 1;
+	set_container("setup", gfd, cfd);
+	group_status("setup", gfd);
+	set_iommu("setup", cfd, VFIO_TYPE1v2_IOMMU);
+	note("setup: CAP_IPC_LOCK effective", has_cap(CAP_IPC_LOCK) ? "1" : "0");
+
+	dma_entry_limit(cfd, page, hole);
+	memlock(cfd, buf16, one);
+
+	do_close("close group", gfd);
+	do_close("close container", cfd);
+	return 0;
+}
