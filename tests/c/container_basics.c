@@ -27,6 +27,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <linux/vfio.h>
+#include "probe.h"
 
 #ifndef VFIO_TYPE
 #define VFIO_TYPE (';')
@@ -64,49 +65,6 @@
 
 #define NR_EXT 13 /* CHECK_EXTENSION / SET_IOMMU arguments 0..12 */
 
-static const char *errname(int e)
-{
-	static char buf[32];
-
-	switch (e) {
-	case EPERM: return "EPERM";
-	case ENOENT: return "ENOENT";
-	case ESRCH: return "ESRCH";
-	case EINTR: return "EINTR";
-	case EIO: return "EIO";
-	case ENXIO: return "ENXIO";
-	case E2BIG: return "E2BIG";
-	case EBADF: return "EBADF";
-	case EAGAIN: return "EAGAIN";
-	case ENOMEM: return "ENOMEM";
-	case EACCES: return "EACCES";
-	case EFAULT: return "EFAULT";
-	case EBUSY: return "EBUSY";
-	case EEXIST: return "EEXIST";
-	case ENODEV: return "ENODEV";
-	case ENOTDIR: return "ENOTDIR";
-	case EISDIR: return "EISDIR";
-	case EINVAL: return "EINVAL";
-	case ENFILE: return "ENFILE";
-	case EMFILE: return "EMFILE";
-	case ENOTTY: return "ENOTTY";
-	case ENOSPC: return "ENOSPC";
-	case ESPIPE: return "ESPIPE";
-	case EROFS: return "EROFS";
-	case ERANGE: return "ERANGE";
-	case ENOSYS: return "ENOSYS";
-	case EOVERFLOW: return "EOVERFLOW";
-	case EBADFD: return "EBADFD";
-	case EOPNOTSUPP: return "EOPNOTSUPP";
-	case EMSGSIZE: return "EMSGSIZE";
-	case EADDRINUSE: return "EADDRINUSE";
-	case ENOTCONN: return "ENOTCONN";
-	case ETIMEDOUT: return "ETIMEDOUT";
-	default:
-		snprintf(buf, sizeof(buf), "E#%d", e);
-		return buf;
-	}
-}
 
 static void report(const char *what, long ret, int err)
 {

@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <linux/capability.h>
 #include <linux/vfio.h>
+#include "probe.h"
 
 #define CONTAINER "/dev/vfio/vfio"
 #define GROUP "/dev/vfio/1"
@@ -59,42 +60,6 @@
 
 typedef unsigned long long ull;
 
-static const char *errname(int e)
-{
-	static char buf[32];
-
-	switch (e) {
-	case EPERM: return "EPERM";
-	case ENOENT: return "ENOENT";
-	case ESRCH: return "ESRCH";
-	case EINTR: return "EINTR";
-	case EIO: return "EIO";
-	case ENXIO: return "ENXIO";
-	case E2BIG: return "E2BIG";
-	case EBADF: return "EBADF";
-	case EAGAIN: return "EAGAIN";
-	case ENOMEM: return "ENOMEM";
-	case EACCES: return "EACCES";
-	case EFAULT: return "EFAULT";
-	case EBUSY: return "EBUSY";
-	case EEXIST: return "EEXIST";
-	case ENODEV: return "ENODEV";
-	case EINVAL: return "EINVAL";
-	case EMFILE: return "EMFILE";
-	case ENOTTY: return "ENOTTY";
-	case ENOSPC: return "ENOSPC";
-	case ERANGE: return "ERANGE";
-	case ENOSYS: return "ENOSYS";
-	case EOVERFLOW: return "EOVERFLOW";
-	case EBADFD: return "EBADFD";
-	case EOPNOTSUPP: return "EOPNOTSUPP";
-	case EADDRINUSE: return "EADDRINUSE";
-	case EDEADLK: return "EDEADLK";
-	default:
-		snprintf(buf, sizeof(buf), "E#%d", e);
-		return buf;
-	}
-}
 
 /*
  * Every printed label is unique: the n-th repetition of a label gets " #n".
