@@ -13,7 +13,7 @@ import pytest
 
 from support import EXPECTED_DIR, require_root, run_ioasidfs
 
-PROGRAMS = ["container_basics", "ioasid_basics", "type1_flow", "type1_limits", "ioasid_container"]
+PROGRAMS = ["container_basics", "ioasid_basics", "type1_flow", "type1_limits", "ioasid_container", "type1_lifetime"]
 
 
 def _pending(name: str) -> dict[str, str]:
