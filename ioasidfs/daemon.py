@@ -61,6 +61,10 @@ def mount_and_serve(daemon: Daemon, mountpoint: str) -> int:
         print(f"ioasidfs: {mountpoint} already has an ioasidfs mount "
               f"(stale? run: ioasidfs umount {mountpoint})", file=sys.stderr)
         return 1
+    if os.geteuid() != 0:
+        # Mounted through fusermount3 for this user: the nodes are theirs, as a udev rule
+        # granting them the devices would make them.
+        daemon.tree.set_owner(os.getuid(), os.getgid())
     try:
         fuse_fd = mount_fuse(mountpoint)
     except OSError as e:

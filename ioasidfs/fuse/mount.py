@@ -97,6 +97,15 @@ def _can_mount_directly() -> bool:
     return os.geteuid() == 0
 
 
+def _user_allow_other() -> bool:
+    """fusermount3 lets users ask for allow_other only when /etc/fuse.conf says user_allow_other."""
+    try:
+        with open("/etc/fuse.conf") as f:
+            return any(line.split("#")[0].strip() == "user_allow_other" for line in f)
+    except OSError:
+        return False
+
+
 def _fusermount(target: str) -> int:
     helper = shutil.which("fusermount3")
     if helper is None:
@@ -104,7 +113,9 @@ def _fusermount(target: str) -> int:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
-        opts = f"fsname={FS_NAME},subtype={FS_NAME},default_permissions,allow_other,nosuid,nodev"
+        opts = f"fsname={FS_NAME},subtype={FS_NAME},default_permissions,nosuid,nodev"
+        if _user_allow_other():
+            opts += ",allow_other"  # else only the user's own processes may open the nodes
         proc = subprocess.run([helper, "-o", opts, "--", target], env=env, pass_fds=(theirs.fileno(),),
                               stdin=subprocess.DEVNULL, capture_output=True, text=True)
         theirs.close()

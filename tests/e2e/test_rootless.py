@@ -9,14 +9,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from support import ROOT, require_root
+from support import ROOT, ioasidfs_mounts, require_root
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 PURE_PYTHON_DEPS = ["trio", "attr", "attrs", "sortedcontainers", "idna", "outcome", "sniffio"]
@@ -40,6 +42,7 @@ def _world_readable_copy(dest: Path) -> Path:
 def shared_tmp() -> Iterator[Path]:
     """A temporary directory other users can reach (pytest's own is private to root)."""
     path = Path(tempfile.mkdtemp(prefix="ioasidfs-rootless-", dir="/tmp"))
+    path.chmod(0o755)
     try:
         yield path
     finally:
@@ -55,7 +58,6 @@ def test_run_as_an_unprivileged_user(shared_tmp: Path, compile_c) -> None:  # ty
                              capture_output=True, text=True).stdout.strip()
     if version != "True":
         pytest.skip("the system's python3 is older than 3.11")
-    tmp_path.chmod(0o755)
     site = _world_readable_copy(tmp_path / "copy")
     program = tmp_path / "api_probe"
     shutil.copy(compile_c("api_probe"), program)
@@ -75,3 +77,38 @@ def test_run_as_an_unprivileged_user(shared_tmp: Path, compile_c) -> None:  # ty
         "nobody 666", "nobody 600",  # the nodes belong to the user who ran it
         "fd=3", "api=0", "type1v2=1", "ioasid_api=0",
     ]
+
+
+def test_mount_as_an_unprivileged_user_through_fusermount3(shared_tmp: Path) -> None:
+    require_root()
+    if shutil.which("setpriv") is None or shutil.which("fusermount3") is None:
+        pytest.skip("needs setpriv and fusermount3 (Debian: fuse3; scripts/test installs it)")
+    site = _world_readable_copy(shared_tmp / "copy")
+    mountpoint = shared_tmp / "mnt"
+    mountpoint.mkdir()
+    os.chown(mountpoint, 65534, 65534)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_PYTHON]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(site)}
+    daemon = subprocess.Popen([*as_nobody, "-m", "ioasidfs", "mount", str(mountpoint)], env=env,
+                              cwd=shared_tmp, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(line.split()[1] == str(mountpoint) for line in ioasidfs_mounts()):
+            assert daemon.poll() is None and time.monotonic() < deadline, daemon.communicate()
+            time.sleep(0.05)
+        probe = ("import os, fcntl, struct\n"
+                 f"g = os.open('{mountpoint}/vfio/1', os.O_RDWR)\n"
+                 "buf = bytearray(struct.pack('<II', 8, 0))\n"
+                 "fcntl.ioctl(g, 0x3B67, buf)\n"
+                 f"print(os.stat('{mountpoint}/vfio/1').st_uid, struct.unpack('<II', buf)[1])\n")
+        result = subprocess.run([*as_nobody, "-c", probe], env=env, capture_output=True, text=True,
+                                timeout=60, cwd=shared_tmp)
+        assert (result.returncode, result.stdout) == (0, "65534 1\n"), result.stderr
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        assert not any(line.split()[1] == str(mountpoint) for line in ioasidfs_mounts())
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
