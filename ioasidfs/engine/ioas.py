@@ -39,7 +39,7 @@ import enum
 import errno
 import heapq
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..config import IommuConfig, ReservedRegion
 from ..errors import KernelError
@@ -89,6 +89,9 @@ class Domain:
     aperture_start: int
     aperture_last: int
     enforce_cache_coherency: bool
+    # The page table cannot hold an entry with neither read nor write permission: VT-d's
+    # __domain_mapping (and the ARM io-pgtables) fail such an iommu_map with EINVAL.
+    requires_access: bool = True
 
     @classmethod
     def from_config(cls, iommu: IommuConfig) -> Domain:
@@ -150,13 +153,15 @@ class Pages:
             runs = cut
         return runs
 
-    def pin(self, first: int, last: int, accounting: Accounting) -> None:
+    def pin(self, first: int, last: int, accounting: Accounting, load: Callable[[], None]) -> None:
         """Pin page indexes [first, last] for an area being loaded into the domains
-        (pfn_reader_user_pin + pfn_reader_update_pinned): GUP every page not pinned yet
-        (EFAULT on the first it cannot pin), then charge them all at once (ENOMEM)."""
+        (iopt_area_fill_domain[s]): GUP every page not pinned yet (EFAULT on the first it
+        cannot pin), ``load`` them into the domains (its errors), then charge the new pins all
+        at once (ENOMEM, pfn_reader_update_pinned). Failure leaves nothing pinned."""
         runs = self._uncovered(first, last)
         for lo, hi in runs:
             self._check_source(lo, hi)
+        load()
         count = sum(hi - lo + 1 for lo, hi in runs)
         self._charge(count, accounting)
         self._pinned.append((first, last))
@@ -476,8 +481,7 @@ class Ioas:
                 self.reserve(0, domain.aperture_start - 1, domain)
             if domain.aperture_last != U64_MAX:
                 self.reserve(domain.aperture_last + 1, U64_MAX, domain)
-            if not self.domains:
-                self._pin_all()
+            self._fill_all(domain)
         except KernelError:
             self.remove_reserved(domain)
             raise
@@ -494,22 +498,33 @@ class Ioas:
         self.remove_reserved(domain)
         self._recalculate_alignment()
 
-    def _pin_all(self) -> None:
-        """iopt_fill_domain: area by area in IOVA order; the first failure unpins the ones
-        done before it."""
+    def _fill_all(self, domain: Domain) -> None:
+        """iopt_fill_domain: load every area into a new domain, in IOVA order, pinning the
+        ones no domain holds yet; the first failure undoes the areas done before it."""
         done: list[Area] = []
         try:
             for area in self.areas:
-                self._pin(area)
-                done.append(area)
+                if area.pinned:
+                    self._load(area, [domain])
+                else:
+                    self._pin(area, [domain])
+                    done.append(area)
         except KernelError:
             for area in done:
                 self._unpin(area)
             raise
 
-    def _pin(self, area: Area) -> None:
-        area.pages.pin(area.index, area.last_index, self.accounting)
+    def _pin(self, area: Area, domains: list[Domain]) -> None:
+        """Pin ``area`` and load it into ``domains`` (iopt_area_fill_domain[s])."""
+        area.pages.pin(area.index, area.last_index, self.accounting, lambda: self._load(area, domains))
         area.pinned = True
+
+    @staticmethod
+    def _load(area: Area, domains: list[Domain]) -> None:
+        """batch_to_domain -> iommu_map: what a domain's page table refuses."""
+        if not area.prot & (IOMMU_READ | IOMMU_WRITE) and any(d.requires_access for d in domains):
+            raise KernelError(errno.EINVAL, f"{area!r}: the IOMMU cannot map a page with neither "
+                                            "read nor write permission")
 
     def _unpin(self, area: Area) -> None:
         if area.pinned:
@@ -569,7 +584,7 @@ class Ioas:
                                             f"{self.iova_alignment:#x}-aligned")
         area = Area(iova, iova + length - 1, pages, start_byte, prot)
         if self.domains:
-            self._pin(area)
+            self._pin(area, self.domains)
         self.areas.insert(area)
         return iova
 

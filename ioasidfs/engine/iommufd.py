@@ -527,7 +527,8 @@ class IommufdContext:
 
     def ioas_unmap(self, caller: Caller, data: bytearray, arg: int) -> int:
         """iommufd_ioas_unmap: the IOAS first (the struct has no flags); iova 0 with length
-        2^64-1 means everything. Errors write nothing back, even after a partial unmap."""
+        2^64-1 means everything (even nothing); a range with nothing in it is ENOENT. Errors
+        write nothing back, even after a partial unmap."""
         fields = I.IOAS_UNMAP.unpack(data)
         ioas = self.get_ioas(_int(fields, "ioas_id"))
         iova, length = _int(fields, "iova"), _int(fields, "length")
@@ -537,6 +538,9 @@ class IommufdContext:
             if iova >= U64_MAX or length >= U64_MAX:
                 raise KernelError(errno.EOVERFLOW, "IOAS_UNMAP: iova or length is 2^64-1")
             unmapped = ioas.unmap_iova(iova, length)
+            if not unmapped:
+                # Only the compat UNMAP_DMA accepts an empty range (afb47765f923, 6.18).
+                raise KernelError(errno.ENOENT, f"IOAS_UNMAP: nothing mapped in [{iova:#x}, +{length:#x})")
         I.IOAS_UNMAP.write_fields(data, length=unmapped)
         _respond(caller, arg, data)
         return 0
