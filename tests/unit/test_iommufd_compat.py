@@ -22,7 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from ioasidfs.config import load_config
 from ioasidfs.engine import Caller, Engine, FakeMemory, FileKind
 from ioasidfs.engine.caller import PinScan
-from ioasidfs.engine.ioas import U64_MAX, Accounting, Domain, Ioas, UnmapError
+from ioasidfs.engine.ioas import (U64_MAX, Accounting, AccountMode, Area, AreaTree, Domain, Ioas, Pages,
+                                  UnmapError)
 from ioasidfs.engine.iommufd import BoundDevice, IommufdContext, IommufdFile
 from ioasidfs.errors import KernelError
 from ioasidfs.uapi import iommufd as I
@@ -968,3 +969,59 @@ def test_unmap_error_carries_what_was_removed() -> None:
         ioas.unmap_iova(0x1000, 2 * PAGE)
     assert excinfo.value.errno == errno.ENOENT and excinfo.value.unmapped == PAGE
     assert accounting.users.total() == 2
+
+
+# ============================================================================ the area store
+
+class AreaTreeModel(RuleBasedStateMachine):
+    """The blocked area store against a plain sorted list, with tiny blocks so that every
+    split, merge-free removal and cross-block run is exercised."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tree = AreaTree()
+        self.tree.LOAD = 2  # type: ignore[misc]
+        self.model: list[Area] = []
+        self.pages = Pages(Process(Env(attach=False), 7).caller, RAM, PAGE, True, AccountMode.NONE)
+
+    def _free(self, first: int, count: int) -> bool:
+        return all(a.last < first or a.iova > first + count - 1 for a in self.model)
+
+    @rule(first=st.integers(0, 200), count=st.integers(1, 6))
+    def insert(self, first: int, count: int) -> None:
+        if self._free(first, count):
+            area = Area(first, first + count - 1, self.pages, 0, RW)
+            self.tree.insert(area)
+            self.model = sorted(self.model + [area], key=lambda a: a.iova)
+
+    @rule(start=st.integers(0, 210), length=st.integers(1, 40))
+    def remove_run(self, start: int, length: int) -> None:
+        run = self.tree.intersecting(start, start + length - 1)
+        assert run == [a for a in self.model if a.last >= start and a.iova <= start + length - 1]
+        if run:
+            self.tree.remove_run(run[0], len(run))
+            self.model = [a for a in self.model if a not in run]
+
+    @rule(index=st.integers(0, 100))
+    def split(self, index: int) -> None:
+        if self.model:
+            old = self.model[index % len(self.model)]
+            if old.iova < old.last:
+                halves = [Area(old.iova, old.iova, self.pages, 0, RW),
+                          Area(old.iova + 1, old.last, self.pages, 0, RW)]
+                self.tree.replace(old, halves)
+                self.model = sorted([a for a in self.model if a is not old] + halves, key=lambda a: a.iova)
+
+    @rule(point=st.integers(0, 210))
+    def lookups(self, point: int) -> None:
+        containing = [a for a in self.model if a.iova <= point <= a.last]
+        assert self.tree.first_intersecting(point, point) == (containing[0] if containing else None)
+        assert list(self.tree.iter_from(point)) == [a for a in self.model if a.last >= point]
+
+    @invariant()
+    def same_areas(self) -> None:
+        assert list(self.tree) == self.model and len(self.tree) == len(self.model)
+
+
+TestAreaTree = AreaTreeModel.TestCase
+TestAreaTree.settings = settings(max_examples=100, stateful_step_count=60, deadline=None)
