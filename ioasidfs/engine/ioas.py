@@ -17,6 +17,8 @@ What an IOAS holds, and why each part is here:
 * **Domains** (:class:`Domain`): the IOMMU page tables built on the IOAS, one per
   HWPT_PAGING. With no domain the IOAS is a software table: MAP pins nothing and accepts any
   user address, the alignment is 1 byte. The first domain pins every area (EFAULT/ENOMEM).
+  Ours model the configured IOMMU (VT-d under QEMU): page sizes and aperture from the
+  config, no cache-coherency enforcement unless configured, and no PTE without R or W.
 * ``iova_alignment`` (S1) and ``large_pages_disabled`` (the type1 v1 emulation: PAGE_SIZE
   IOPTEs only, so that any page-aligned range can later be split out of an area).
 
@@ -26,7 +28,9 @@ the pages to the ledger the Pages object's accounting mode names (pages.c:do_upd
 nothing for a CAP_IPC_LOCK mapper, the mapping user's counter by default, the mapping
 process's ``locked_vm`` in the VFIO-container mode. Unlike type1, iommufd pins a whole area and
 charges afterwards, so an unpinnable page (EFAULT) always wins over RLIMIT_MEMLOCK (ENOMEM),
-and every page counts, the shared zero page included.
+and every page counts, the shared zero page included. Known gap: GUP refuses VM_PFNMAP
+memory (a device BAR mmap) where type1 falls back to follow_pfn; the Caller's pin scan reports
+such memory as pinnable, so iommufd accepts it here where the kernel says EFAULT.
 
 Everything here raises :class:`~ioasidfs.errors.KernelError` with the errno of the kernel
 function named in each docstring, checks in the kernel's order, and leaves the IOAS unchanged
