@@ -153,7 +153,8 @@ class TranslationTable(Protocol):
         ...
 
     def count_mapped(self, iovas: Sequence[int]) -> int:
-        """How many of ``iovas`` are mapped: many lookups in one call (one crossing into C)."""
+        """How many of ``iovas`` are mapped: many lookups in one call (one crossing into C, where
+        independent searches are interleaved). An ``array('Q')`` is read in place."""
         ...
 
     def translate(self, iova: int, length: int, access: int) -> list[Segment] | Fault:

@@ -154,6 +154,14 @@ def test_count_mapped(table: TranslationTable) -> None:
     probes = [0, 0x10000, 0x11fff, 0x12000, -5, TOP + 3]
     assert table.count_mapped(probes) == 2
     assert table.count_mapped(array.array("Q", [0x10000, 0x10001, 0x9000])) == 2
+    # Enough probes to switch C to its flat index and batched descents, odd count for the tail.
+    for i in range(1, 301):
+        table.map(0x100000 + i * 3 * PG, i % 3 * PG + PG, 0, RW, 1)
+    import random
+    rng = random.Random(3)
+    probes = [rng.randrange(0, 0x100000 + 1000 * PG) for _ in range(5001)]
+    assert table.count_mapped(probes) == sum(table.lookup(p) is not None for p in probes)
+    assert table.count_mapped(probes) == table.count_mapped(array.array("Q", probes))
 
 
 # --------------------------------------------------------------------------- dirty tracking
