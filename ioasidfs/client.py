@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import resource
 import struct
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence, cast
 
 from .engine.caller import PAGE_SIZE, PinScan
 from .errors import KernelError
@@ -349,3 +350,72 @@ class ProcessFds:
 FileIdentity = Callable[[int], object | None]
 """Given an fd of ours (a pidfd_getfd copy), return the daemon's open-file object it refers to,
 or None when it is not one of our files. Provided by the filesystem layer."""
+
+
+IOV_MAX = 1024
+"""Most iovecs one process_vm_readv/writev call takes (UIO_MAXIOV)."""
+
+# The same two syscalls with untyped pointers, for process_vm_transfer: its iovec arrays are
+# packed with struct (much cheaper than building ctypes arrays on every DMA) and passed as bytes.
+_VM_CALL = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
+                            ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong, use_errno=True)
+_vm_writev = _VM_CALL(("process_vm_writev", _libc))
+_vm_readv = _VM_CALL(("process_vm_readv", _libc))
+
+
+def _address_of(data: bytes) -> int:
+    """Where a bytes object keeps its contents (ctypes converts bytes to a char pointer to
+    them without copying; typeshed does not list bytes among cast()'s arguments)."""
+    return ctypes.cast(cast(Any, data), ctypes.c_void_p).value or 0
+
+
+def process_vm_transfer(pid: int, buffer: bytes | bytearray | memoryview,
+                        remote: Sequence[tuple[int, int]], *, write: bool) -> int:
+    """Copy between ``buffer`` (ours) and the pieces ``remote`` = [(vaddr, length), ...] of
+    process ``pid``'s memory, in order, with as few vectored syscalls as possible (one unless
+    there are more than IOV_MAX pieces). ``write`` copies buffer -> pid (process_vm_writev), else
+    pid -> buffer, which must then be writable. ``buffer`` must be exactly as long as the pieces.
+
+    Returns the bytes transferred: less than asked when a remote page is not accessible (the
+    kernel stops at the first failing iovec and never splits one). Raises OSError when nothing
+    could be done (ESRCH: the process is gone; EFAULT; EPERM: no ptrace rights over it). This is
+    the device-DMA path: unlike :class:`ProcessMemory` it reports rather than interprets
+    failures, so the caller can tell an exited process from a bad address.
+    """
+    total = remote[0][1] if len(remote) == 1 else sum(length for _addr, length in remote)
+    if len(buffer) != total:
+        raise ValueError(f"buffer of {len(buffer)} bytes for {total} bytes of remote memory")
+    if total == 0:
+        return 0
+    anchor: object = buffer   # keeps the memory behind ``base`` alive and in place
+    if type(buffer) is bytes:
+        # Immutable, so its storage never moves: its address is usable as is.
+        base = _address_of(buffer)
+    else:
+        view = memoryview(buffer)
+        if view.readonly:
+            if not write:
+                raise ValueError("cannot read process memory into a read-only buffer")
+            anchor = bytes(view)
+            base = _address_of(anchor)
+        else:
+            anchor = ctypes.c_char.from_buffer(view.cast("B"))
+            base = ctypes.addressof(anchor)
+    call = _vm_writev if write else _vm_readv
+    done = 0
+    for start in range(0, len(remote), IOV_MAX):
+        chunk = remote[start:start + IOV_MAX]
+        size = chunk[0][1] if len(chunk) == 1 else sum(length for _addr, length in chunk)
+        flat = struct.pack(f"{2 * len(chunk)}Q", *itertools.chain.from_iterable(chunk))
+        n = call(pid, struct.pack("QQ", base + done, size), 1, flat, len(chunk), 0)
+        if n < 0:
+            err = ctypes.get_errno()
+            if done:
+                break
+            raise OSError(err, f"process_vm_{'writev' if write else 'readv'}({pid}): "
+                               f"{os.strerror(err)}")
+        done += n
+        if n != size:
+            break
+    del anchor
+    return done
