@@ -170,7 +170,8 @@ class DevFs:
                       memlock_limit=lambda: memlock_limit(tgid()),
                       check_user_range=lambda vaddr, size, write: user_range_ok(pid, vaddr, size, write),
                       locked_pages=lambda: locked_pages(pid),
-                      start_time=lambda: start_time(tgid()))
+                      start_time=lambda: start_time(tgid()),
+                      uid=lambda: read_status(pid).uid)
 
     def open(self, ctx: RequestContext, ino: int, flags: int) -> OpenReply:
         node = self._node(ino)
