@@ -123,3 +123,19 @@ def test_bad_config_names_file_line_and_key(tmp_path: Path) -> None:
     result = run_ioasidfs(["run", "--config", str(config), "--", "true"])
     assert result.returncode == 2
     assert f"{config}:3: iommu.page_sizes:" in result.stderr
+
+
+@pytest.mark.parametrize("personality, expected", [
+    ("type1", ["CHECK_EXTENSION(DMA_CC) = 0", "SET_IOMMU(TYPE1v2) without a group = -1 EINVAL",
+               "SET_IOMMU(42) without a group = -1 EINVAL"]),
+    ("iommufd", ["CHECK_EXTENSION(DMA_CC) = -1 ENODEV", "SET_IOMMU(TYPE1v2) without a group = -1 ENODEV",
+                 "SET_IOMMU(42) without a group = -1 EINVAL"]),
+])
+def test_container_personality_switch(tmp_path: Path, compile_c, personality: str,  # type: ignore[no-untyped-def]
+                                      expected: list[str]) -> None:
+    config = tmp_path / "machine.toml"
+    config.write_text(f'[container]\npersonality = "{personality}"\n\n'
+                      '[[device]]\nbdf = "0000:00:01.0"\ngroup = 1\nmodel = "edu"\n')
+    result = run_ioasidfs(["run", "--config", str(config), "--", str(compile_c("personality_probe"))])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
