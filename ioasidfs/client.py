@@ -6,7 +6,7 @@ and the thread id from the FUSE request header. An unreadable pointer becomes EF
 copy_from_user fails in the kernel; a partial transfer counts as a failure, as it does there.
 
 An fd number inside an argument lives in the caller's fd table: it is copied with pidfd_getfd.
-Whether the copy is one of *our* files is answered by the filesystem itself (see ``FileIdentity``),
+Whether the copy is one of *our* files is answered by the filesystem itself (ioasidfs.devfs),
 which is why resolving an fd may block and must never run on the thread that reads /dev/fuse.
 
 This is the only module that touches another process; the engine sees it through the small
@@ -22,7 +22,7 @@ import os
 import resource
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, cast
+from typing import Any, Sequence, cast
 
 from .engine.caller import PAGE_SIZE, PinScan
 from .errors import KernelError
@@ -345,11 +345,6 @@ class ProcessFds:
             raise KernelError(e.errno or errno.EBADF, f"pidfd_getfd({self.tgid}, {fd}): {os.strerror(e.errno or 0)}") from None
         finally:
             os.close(pidfd)
-
-
-FileIdentity = Callable[[int], object | None]
-"""Given an fd of ours (a pidfd_getfd copy), return the daemon's open-file object it refers to,
-or None when it is not one of our files. Provided by the filesystem layer."""
 
 
 IOV_MAX = 1024

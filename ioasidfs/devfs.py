@@ -35,7 +35,6 @@ from . import vfs
 from .client import (CAP_IPC_LOCK, ProcessFds, ProcessMemory, locked_pages, memlock_limit, read_status,
                      start_time, user_range_ok)
 from .engine import FOREIGN, Caller, ClientMemory, Engine, OpenFile
-from .engine.files import FileKind
 from .devtree import DevTree, Node
 from .errors import KernelError
 from .fuse import abi

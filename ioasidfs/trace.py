@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from dataclasses import asdict, dataclass
 from typing import IO, Protocol
 
@@ -154,7 +153,3 @@ def open_tracer(target: str | None) -> Tracer | None:
     if target == "-":
         return TextTracer(sys.stderr)
     return JsonLinesTracer(open(target, "a", buffering=1, encoding="utf-8"))
-
-
-def now() -> float:
-    return time.time()
