@@ -32,6 +32,9 @@ class Daemon:
         self.tracer = tracer
         self.tree = DevTree(config)
         self.engine = Engine(config)
+        if tracer is not None:
+            # Every IOMMU fault becomes a trace record too (the log itself is /faults).
+            self.engine.faults.subscribe(tracer.fault)
         self.fs = DevFs(self.tree, self.engine, tracer=tracer)
         self.session = FuseSession(self.fs)
         # Serialises every engine call, whatever its source (FUSE requests, trapped syscalls).

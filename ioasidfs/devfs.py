@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Union
 from . import vfs
 from .client import (CAP_IPC_LOCK, ProcessFds, ProcessMemory, locked_pages, memlock_limit, read_status,
                      start_time, user_range_ok)
-from .engine import FOREIGN, Caller, ClientMemory, Engine, OpenFile
+from .engine import FOREIGN, Caller, ClientMemory, Engine, FileKind, OpenFile
 from .devtree import DevTree, Node
 from .errors import KernelError
 from .fuse import abi
@@ -176,6 +176,8 @@ class DevFs:
         node = self._node(ino)
         if node.kind is None:
             raise KernelError(errno.EISDIR, "is a directory")
+        if node.kind is FileKind.FAULTS and flags & os.O_ACCMODE != os.O_RDONLY:
+            raise KernelError(errno.EACCES, "the fault log is read-only")
         staged = self._staged.get(ctx.pid)
         if staged is not None and staged.node is node and not staged.claimed:
             staged.claimed = True  # our supervisor opening a file the engine already made

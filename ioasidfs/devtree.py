@@ -9,6 +9,7 @@ Paths and modes mirror what the kernel and udev create on a machine with VFIO an
         vfioN        0600  one cdev per device (vfio_device_devnode, default mode)
     ioasid           0660  iommufd (drivers/iommu/iommufd/main.c: misc device mode 0660)
     iommu            0660  the kernel's name for the same thing
+    faults           0444  ours, not the kernel's: the IOMMU fault log (never bound into /dev)
 
 Nodes are regular files: FUSE cannot serve character devices (their opens would go to the real
 driver by rdev). Metadata only: what an open of a node *does* is the engine's business.
@@ -69,6 +70,7 @@ class DevTree:
             self._add(f"vfio{index}", FileKind.CDEV, 0o600, devices, key=device.bdf)
         self._add("ioasid", FileKind.IOMMUFD, 0o660, self.root)
         self._add("iommu", FileKind.IOMMUFD, 0o660, self.root)
+        self._add("faults", FileKind.FAULTS, 0o444, self.root)
 
     def _add(self, name: str, kind: FileKind | None, mode: int, parent: Node | None, key: object = None) -> Node:
         ino = len(self.nodes) + ROOT_INO
@@ -84,11 +86,15 @@ class DevTree:
         for node in self.nodes.values():
             node.uid, node.gid = uid, gid
 
+    def _dev_nodes(self) -> list[Node]:
+        """The root's children that stand for /dev entries (not the fault log)."""
+        return [n for n in self.root.children.values() if n.kind is not FileKind.FAULTS]
+
     def top_level_names(self) -> tuple[str, ...]:
-        return tuple(self.root.children)
+        return tuple(n.name for n in self._dev_nodes())
 
     def top_level_split(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(directories, files) directly under the root: what ``run`` binds into /dev."""
-        dirs = tuple(n.name for n in self.root.children.values() if n.is_dir)
-        files = tuple(n.name for n in self.root.children.values() if not n.is_dir)
+        dirs = tuple(n.name for n in self._dev_nodes() if n.is_dir)
+        files = tuple(n.name for n in self._dev_nodes() if not n.is_dir)
         return dirs, files

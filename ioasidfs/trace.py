@@ -5,6 +5,11 @@ ioctl's name, the argument struct as the program passed it and as the kernel (we
 return value and errno, and how long it took. ``--trace FILE`` writes one JSON object per line;
 ``--trace -`` prints a strace-like line to stderr.
 
+Blocked device DMA (IOMMU faults, ``ioasidfs.devices.dma``) goes to the same trace: the daemon
+subscribes :meth:`Tracer.fault` to the engine's fault log. In JSON it is an object with
+``"event": "iommu_fault"`` (ioctl records have no ``event`` key); as text, an
+``[iommu fault]`` line.
+
 The structs are captured, not re-read: the engine's memory accesses go through a
 :class:`RecordingMemory`, so the input is exactly the bytes the engine read and the output is the
 input overlaid with exactly the bytes it wrote back (re-reading afterwards would race with the
@@ -18,6 +23,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import IO, Protocol
 
+from .devices.dma import FaultRecord
 from .engine.caller import ClientMemory
 
 
@@ -37,8 +43,17 @@ class IoctlRecord:
     reason: str | None = None
 
 
+def fault_event(rec: FaultRecord) -> dict[str, object]:
+    """A fault as a JSON trace record."""
+    return {"event": "iommu_fault", "time": rec.time, "seq": rec.seq, "iova": rec.iova,
+            "device": rec.device, "access": rec.access, "reason": rec.reason.value,
+            "length": rec.length, "detail": rec.detail}
+
+
 class Tracer(Protocol):
     def record(self, rec: IoctlRecord) -> None: ...
+
+    def fault(self, rec: FaultRecord) -> None: ...
 
     def close(self) -> None: ...
 
@@ -96,7 +111,12 @@ class JsonLinesTracer:
 
     def record(self, rec: IoctlRecord) -> None:
         data = {k: _jsonable(v) for k, v in asdict(rec).items()}
-        line = json.dumps(data, separators=(",", ":"))
+        self._write(json.dumps(data, separators=(",", ":")))
+
+    def fault(self, rec: FaultRecord) -> None:
+        self._write(json.dumps(fault_event(rec), separators=(",", ":")))
+
+    def _write(self, line: str) -> None:
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -138,6 +158,12 @@ class TextTracer:
         if rec.output is not None:
             line += f" => {_format_value(rec.output)}"
         line += f" <{rec.usec:.0f} us>"
+        self._write(line)
+
+    def fault(self, rec: FaultRecord) -> None:
+        self._write(f"[iommu fault] {rec.line()}")
+
+    def _write(self, line: str) -> None:
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()

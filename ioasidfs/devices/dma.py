@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..client import process_vm_transfer
+# The module, not the name: client imports the engine, whose Engine imports this module.
+from .. import client
 from ..engine.caller import ProcessKey
 from ..engine.translate import (ACCESS_READ, ACCESS_WRITE, Fault, FaultReason, Segment,
                                 TranslationTable)
@@ -162,12 +163,14 @@ class DmaSpace:
 
     ``table`` translates IOVAs; ``owners`` says which process an owner token of the table stands
     for (``OwnerRegistry.key`` of the engine; None when unknown); ``faults`` records what was
-    blocked (one log may be shared by every space of a daemon).
+    blocked (one log may be shared by every space of a daemon). ``blocked`` is set (to why) for
+    the empty space of a device attached to no address space; it becomes each fault's detail.
     """
 
     table: TranslationTable
     owners: Callable[[int], ProcessKey | None]
     faults: FaultLog
+    blocked: str = ""
 
 
 # --------------------------------------------------------------------------- processes
@@ -287,7 +290,7 @@ def _plan(space: DmaSpace, iova: int, length: int, device: str, access: str,
     result = space.table.translate(iova, length,
                                    ACCESS_WRITE if access == "write" else ACCESS_READ)
     if isinstance(result, Fault):
-        raise _fault(space, result.iova, device, access, result.reason, length)
+        raise _fault(space, result.iova, device, access, result.reason, length, space.blocked)
     plan: list[tuple[_Target, int, list[tuple[int, int]]]] = []
     seg_iova = iova
     offset = 0
@@ -323,7 +326,7 @@ def _transfer(space: DmaSpace, iova: int, buffer: bytes | bytearray | memoryview
             size = pieces[0][1] if len(pieces) == 1 else sum(n for _addr, n in pieces)
             part = buffer if view is None else view[offset:offset + size]
             try:
-                done = process_vm_transfer(target.pid, part, pieces, write=write)
+                done = client.process_vm_transfer(target.pid, part, pieces, write=write)
             except OSError as e:
                 gone = e.errno == errno.ESRCH or not target.alive()
                 raise _fault(space, iova + offset, device, access,

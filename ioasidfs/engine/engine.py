@@ -3,6 +3,9 @@
 Pure and synchronous. The daemon calls it with a :class:`Caller` and gets a result or a
 KernelError; nothing here knows about FUSE, threads or syscalls. Who may touch it when is the
 I/O layer's business (one request at a time, under its engine lock).
+
+Device DMA goes through one place: :meth:`Engine.dma_space` gives the DmaSpace (translation table,
+owner registry, the engine-wide fault log) of the I/O address space a group is attached to.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import logging
 from typing import Callable
 
 from ..config import Config
+from ..devices.dma import DmaSpace, FaultLog
 from ..errors import KernelError
 from .caller import Caller
 from .device import CdevFile, Device
@@ -19,6 +23,7 @@ from .group import Group, GroupFile
 from .iommufd import IommufdContext, IommufdFile
 from .ioas import Accounting
 from .locked import LockedMemory, UserLockedMemory
+from .translate import OwnerRegistry, TranslationTable, new_table
 from .type1 import ContainerFile, Type1Container
 
 log = logging.getLogger("ioasidfs.engine")
@@ -40,15 +45,25 @@ class Engine:
         # iommufd charges pins per user by default (user_struct->locked_vm), per process -- the
         # same counter as type1 -- when opened as /dev/vfio/vfio.
         self.pin_accounting = Accounting(self.locked_memory, UserLockedMemory())
+        # Every translation table (one per type1 IOMMU instance, one per IOAS) names the process
+        # behind a mapping by a token of this registry; the DMA layer turns it back into a pid.
+        self.owners = OwnerRegistry()
+        # Every blocked device access of every address space, for the user (``/faults``, trace).
+        self.faults = FaultLog()
+        # What a group attached to nothing translates through: nothing is ever mapped in it.
+        self._blocked: TranslationTable = new_table()
 
     def open(self, kind: FileKind, key: object, caller: Caller) -> OpenFile:
         if kind is FileKind.CONTAINER:
             if self.config.container_personality == "iommufd":
                 return IommufdFile(IommufdContext(self.config.iommu, self.pin_accounting,
-                                                  as_vfio_container=True))
-            return ContainerFile(Type1Container(self.config.iommu, self.locked_memory))
+                                                  as_vfio_container=True, owners=self.owners))
+            return ContainerFile(Type1Container(self.config.iommu, self.locked_memory, self.owners))
         if kind is FileKind.IOMMUFD:
-            return IommufdFile(IommufdContext(self.config.iommu, self.pin_accounting))
+            return IommufdFile(IommufdContext(self.config.iommu, self.pin_accounting,
+                                              owners=self.owners))
+        if kind is FileKind.FAULTS:
+            return FaultsFile(self.faults)
         if kind is FileKind.GROUP:
             assert isinstance(key, int)
             return self._open_group(self.groups[key])
@@ -71,3 +86,66 @@ class Engine:
 
     def release(self, file: OpenFile) -> None:
         file.release()
+
+    # ------------------------------------------------------------------ device DMA
+    def dma_space(self, group_id: int) -> DmaSpace:
+        """What a device of group ``group_id`` DMAs through, as of now: the translation table of
+        the io address space the group is attached to -- its type1 container's IOMMU instance
+        (after VFIO_SET_IOMMU), or on an iommufd the IOAS its devices are attached to, else the
+        compat IOAS. A group attached to none of these has its DMA blocked: the space is
+        empty and every access faults NOT_MAPPED (recorded, like every fault, in
+        :attr:`faults`).
+
+        Ask per transfer (it is a few attribute lookups): a space is a snapshot of the
+        attachment, and a group may change containers between two transfers. Raises KeyError
+        for a group the configuration does not have."""
+        group = self.groups[group_id]
+        table: TranslationTable | None = None
+        if group.container is not None:
+            if group.container.iommu is not None:
+                table = group.container.iommu.table
+        elif group.iommufd is not None:
+            ctx = group.iommufd
+            attached = [d.hwpt.ioas for d in ctx.devices
+                        if d.hwpt is not None and d.name in group.devices]
+            ioas = attached[0] if attached else ctx.compat
+            if ioas is not None:
+                table = ioas.table
+        if table is None:
+            return DmaSpace(self._blocked, self.owners.key, self.faults,
+                            blocked=f"group {group_id} is not attached to an IOMMU")
+        return DmaSpace(table, self.owners.key, self.faults)
+
+    def device_dma_space(self, bdf: str) -> DmaSpace:
+        """:meth:`dma_space` of the group of device ``bdf`` (KeyError for an unknown device)."""
+        return self.dma_space(self.devices[bdf].config.group)
+
+
+class FaultsFile(OpenFile):
+    """An open ``/faults`` (the mount's root): the fault log as text, one fault per line
+    (:meth:`FaultRecord.line`), oldest first, as it was when the file was opened -- reads at any
+    offset see one consistent snapshot, as a seq_file gives. Read-only: no ioctls (ENOTTY),
+    no writes. A line ``# N earlier faults dropped`` comes first once the bounded log has
+    overflowed."""
+
+    kind = FileKind.FAULTS
+
+    def __init__(self, log: FaultLog) -> None:
+        records = log.records()
+        lines = [rec.line() for rec in records]
+        dropped = records[0].seq - 1 if records else log.dropped
+        if dropped:
+            lines.insert(0, f"# {dropped} earlier faults dropped")
+        self.text = "".join(line + "\n" for line in lines).encode()
+
+    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
+        raise KernelError(errno.ENOTTY, "the fault log has no ioctls")
+
+    def read(self, caller: Caller, offset: int, size: int) -> bytes:
+        if offset < 0:
+            raise KernelError(errno.EINVAL, f"offset {offset}")
+        return self.text[offset:offset + size]
+
+    def write(self, caller: Caller, offset: int, data: bytes) -> int:
+        raise KernelError(errno.EBADF, "the fault log is read-only")
+

@@ -22,6 +22,7 @@ class FileKind(enum.Enum):
     CDEV = "cdev"  # /dev/vfio/devices/vfioN
     IOMMUFD = "iommufd"  # /dev/iommu, /dev/ioasid
     DEVICE = "device"  # an fd from VFIO_GROUP_GET_DEVICE_FD
+    FAULTS = "faults"  # /faults at the mount's root: the IOMMU fault log (read-only text)
 
 
 class OpenFile:

@@ -21,6 +21,11 @@ What an IOAS holds, and why each part is here:
   config, no cache-coherency enforcement unless configured, and no PTE without R or W.
 * ``iova_alignment`` (S1) and ``large_pages_disabled`` (the type1 v1 emulation: PAGE_SIZE
   IOPTEs only, so that any page-aligned range can later be split out of an area).
+* **The translation table** (``ioasidfs.engine.translate``): what a device access through this
+  IOAS reaches, one entry per mapped range, owner token from the engine-wide owner registry.
+  Byte-granular (page size 1), as the areas are: with no domain an area may start and end at
+  any byte; once a domain exists every area is aligned anyway. Kept in step by map and unmap
+  (one O(log n) call each); a cut changes no translation, so it leaves the table alone.
 
 Pinning is modelled, not performed: pinning a range asks the mapping process's
 :class:`~ioasidfs.engine.caller.Caller` what GUP would meet (``check_user_range``) and charges
@@ -49,6 +54,7 @@ from ..config import IommuConfig, ReservedRegion
 from ..errors import KernelError
 from .caller import PAGE_SIZE, Caller, ProcessKey
 from .locked import LockedMemory, UserLockedMemory
+from .translate import OwnerRegistry, TranslationTable, new_table
 
 U64_MAX = (1 << 64) - 1
 HPAGE_SIZE = 2 << 20
@@ -430,8 +436,11 @@ def _fit(start: int, last: int, length: int, align: int, page_offset: int) -> in
 class Ioas:
     """``struct io_pagetable`` (and the IOAS object's state around it)."""
 
-    def __init__(self, accounting: Accounting | None = None) -> None:
+    def __init__(self, accounting: Accounting | None = None,
+                 owners: OwnerRegistry | None = None) -> None:
         self.accounting = accounting if accounting is not None else Accounting()
+        self.owners = owners if owners is not None else OwnerRegistry()
+        self.table: TranslationTable = new_table(1)
         self.areas = AreaTree()
         self.reserved: list[Reserved] = []
         self.allowed: list[tuple[int, int]] = []
@@ -640,6 +649,12 @@ class Ioas:
         area = Area(iova, iova + length - 1, pages, start_byte, prot)
         if self.domains:
             self._pin(area, self.domains)
+        try:
+            # IOMMU_READ/IOMMU_WRITE have PROT_READ's and PROT_WRITE's values.
+            self.table.map(iova, length, area.vaddr, prot, self.owners.token(pages.source_key))
+        except KernelError:
+            self._unpin(area)
+            raise
         self.areas.insert(area)
         return iova
 
@@ -722,6 +737,8 @@ class Ioas:
             doomed.pop()
         if doomed:
             self.areas.remove_run(doomed[0], len(doomed))
+            # The run is consecutive: one table call removes exactly its areas.
+            self.table.unmap(doomed[0].iova, doomed[-1].last - doomed[0].iova + 1)
         unmapped = 0
         for area in doomed:
             self._unpin(area)

@@ -30,6 +30,7 @@ from .caller import Caller
 from .capchain import CAP_ALIGNMENT
 from .files import FileKind, OpenFile
 from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Accounting, Domain, Ioas, UnmapError
+from .translate import OwnerRegistry
 
 if TYPE_CHECKING:
     from .group import Group
@@ -139,9 +140,11 @@ class IommufdContext:
     """
 
     def __init__(self, iommu: IommuConfig, accounting: Accounting | None = None, *,
-                 as_vfio_container: bool = False) -> None:
+                 as_vfio_container: bool = False, owners: OwnerRegistry | None = None) -> None:
         self.iommu_config = iommu
         self.accounting = accounting if accounting is not None else Accounting()
+        # Who each IOAS's translation-table entries belong to (engine-wide, shared with type1).
+        self.owners = owners if owners is not None else OwnerRegistry()
         self.as_vfio_container = as_vfio_container
         self.account_mm = as_vfio_container
         self.objects: dict[int, object] = {}
@@ -228,7 +231,7 @@ class IommufdContext:
         """iommufd_vfio_compat_ioas_create: the selected IOAS, else a new ordinary IOAS object
         (the next free id), selected."""
         if self.compat is None:
-            ioas = Ioas(self.accounting)
+            ioas = Ioas(self.accounting, self.owners)
             self.allocate_id(ioas)
             self.compat = ioas
         return self.compat
@@ -455,7 +458,7 @@ class IommufdContext:
         destroyed again and its id freed."""
         if I.IOAS_ALLOC.unpack(data)["flags"]:
             raise KernelError(errno.EOPNOTSUPP, "IOAS_ALLOC: flags")
-        ioas = Ioas(self.accounting)
+        ioas = Ioas(self.accounting, self.owners)
         ioas_id = self.allocate_id(ioas)
         I.IOAS_ALLOC.write_fields(data, out_ioas_id=ioas_id)
         try:

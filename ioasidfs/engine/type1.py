@@ -30,6 +30,7 @@ from .dirty import (DIRTY_BITMAP_PAGES_MAX, DIRTY_BITMAP_SIZE_MAX, access_ok, cl
 from .files import FileKind, OpenFile
 from .locked import LockedMemory
 from .mappings import DmaMapping, MappingStore
+from .translate import OwnerRegistry, TranslationTable, new_table
 
 if TYPE_CHECKING:
     from .group import Group
@@ -61,12 +62,18 @@ class Type1Iommu:
     so the geometry -- page sizes, valid IOVA ranges -- is the configuration's, and a later
     group joins that domain without replaying anything. The mappings and their accounting
     live until the instance is released, which the container does when its last group leaves.
+
+    ``table`` is what the IOMMU consults on a device access (``ioasidfs.devices.dma``): one
+    entry per mapping, kept in step with ``mappings`` (map, unmap, release, UPDATE_VADDR), its
+    owner token taken from the engine-wide ``owners``. Each change is one O(log n) table call.
     """
 
-    def __init__(self, iommu: IommuConfig, v2: bool, locked: LockedMemory) -> None:
+    def __init__(self, iommu: IommuConfig, v2: bool, locked: LockedMemory,
+                 owners: OwnerRegistry | None = None) -> None:
         self.config = iommu
         self.v2 = v2
         self.locked = locked
+        self.owners = owners if owners is not None else OwnerRegistry()
         self.dma_avail = iommu.dma_entry_limit
         self.groups: list[Group] = []
         self.mappings = MappingStore()
@@ -76,6 +83,7 @@ class Type1Iommu:
         self.iova_ranges = iommu.iova_ranges()
         self.vaddr_invalid_count = 0
         self.dirty_tracking = False
+        self.table: TranslationTable = new_table(self.pgsize)
 
     def check_extension(self, arg: int) -> int:
         return type1_check_extension(self, arg)
@@ -190,6 +198,12 @@ class Type1Iommu:
         mapping = DmaMapping(iova, size, vaddr, prot, owner, charged)
         if self.dirty_tracking:
             mapping.dirty_bitmap = 0
+        try:
+            # READ/WRITE have PROT_READ's and PROT_WRITE's values.
+            self.table.map(iova, size, vaddr, prot, self.owners.token(owner))
+        except KernelError:
+            self.locked.uncharge(owner, charged)
+            raise
         self.mappings.insert(mapping)
         self.dma_avail -= 1
         return 0
@@ -226,6 +240,11 @@ class Type1Iommu:
             self.locked.charge(caller, mapping.locked_pages)
             self.locked.uncharge(mapping.owner, mapping.locked_pages)
             mapping.owner = new_owner
+        # While the vaddr was invalid, devices kept reaching the old pages (the kernel keeps
+        # them pinned and mapped): the entry changes only now, to the new vaddr and owner.
+        self.table.unmap(mapping.iova, mapping.size)
+        self.table.map(mapping.iova, mapping.size, vaddr, mapping.prot,
+                       self.owners.token(mapping.owner))
         mapping.vaddr = vaddr
         mapping.vaddr_invalid = False
         self.vaddr_invalid_count -= 1
@@ -309,6 +328,7 @@ class Type1Iommu:
     def _remove(self, mapping: DmaMapping) -> None:
         """vfio_remove_dma: unmap, unpin, give the charge back to the owner, free the slot."""
         self.mappings.remove(mapping)
+        self.table.unmap(mapping.iova, mapping.size)
         self.locked.uncharge(mapping.owner, mapping.locked_pages)
         if mapping.vaddr_invalid:
             self.vaddr_invalid_count -= 1
@@ -408,9 +428,11 @@ def type1_check_extension(iommu: Type1Iommu | None, arg: int) -> int:
 class Type1Container:
     """``struct vfio_container``: the groups in it and the IOMMU driver instance, if any."""
 
-    def __init__(self, iommu: IommuConfig, locked: LockedMemory) -> None:
+    def __init__(self, iommu: IommuConfig, locked: LockedMemory,
+                 owners: OwnerRegistry | None = None) -> None:
         self.iommu_config = iommu
         self.locked = locked
+        self.owners = owners if owners is not None else OwnerRegistry()
         self.groups: list[Group] = []
         self.iommu: Type1Iommu | None = None
 
@@ -429,7 +451,8 @@ class Type1Container:
             raise KernelError(errno.ENODEV, f"VFIO_SET_IOMMU: no IOMMU driver supports type {arg}")
         if arg not in _TYPE1_TYPES:
             raise KernelError(errno.EINVAL, f"VFIO_SET_IOMMU: type1 cannot be opened as type {arg}")
-        instance = Type1Iommu(self.iommu_config, v2=arg != V.VFIO_TYPE1_IOMMU, locked=self.locked)
+        instance = Type1Iommu(self.iommu_config, v2=arg != V.VFIO_TYPE1_IOMMU, locked=self.locked,
+                              owners=self.owners)
         for group in self.groups:
             instance.attach_group(group)
         self.iommu = instance

@@ -46,6 +46,7 @@ class NodeKind(enum.StrEnum):
     DEVICE = "device"
     CDEV = "cdev"
     IOMMUFD = "iommufd"
+    FAULTS = "faults"  # the fault log file: answers no ioctl
 
 
 class ArgKind(enum.Enum):

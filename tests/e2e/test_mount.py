@@ -66,7 +66,12 @@ def test_mount_serves_ioctls_and_sigterm_unmounts(mountpoint: Path) -> None:
             assert excinfo.value.errno == 22  # EINVAL: the container has no read
         finally:
             os.close(fd)
-        assert sorted(os.listdir(mountpoint)) == ["ioasid", "iommu", "vfio"]
+        assert sorted(os.listdir(mountpoint)) == ["faults", "ioasid", "iommu", "vfio"]
+        # The IOMMU fault log: read-only text, empty while no device DMA was blocked.
+        assert (mountpoint / "faults").read_bytes() == b""
+        assert (mountpoint / "faults").stat().st_mode & 0o777 == 0o444
+        with pytest.raises(PermissionError):
+            os.open(mountpoint / "faults", os.O_WRONLY)
         assert sorted(os.listdir(mountpoint / "vfio")) == ["1", "2", "3", "devices", "vfio"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.communicate()
