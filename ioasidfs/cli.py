@@ -1,7 +1,8 @@
-"""Command line: ``ioasidfs mount | run | umount``.
+"""Command line: ``ioasidfs mount | run | cuse | umount``.
 
     ioasidfs mount [--config FILE] [--trace FILE] MOUNTPOINT      foreground daemon; Ctrl-C unmounts
     ioasidfs run   [--config FILE] [--trace FILE] -- PROGRAM [ARGS...]
+    ioasidfs cuse  [--config FILE] [--trace FILE] [--prefix NAME] the nodes as CUSE char devices in /dev
     ioasidfs umount [--abort] MOUNTPOINT                           clean up a mount left by a killed daemon
 
 Exit status: ``run`` exits with PROGRAM's status (128+N when signal N killed it); a bad
@@ -42,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     daemon_options(run)
     run.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
 
+    cuse = sub.add_parser("cuse", help="serve every node as a real character device in /dev "
+                                       "over CUSE until Ctrl-C or SIGTERM (root)")
+    daemon_options(cuse)
+    cuse.add_argument("--prefix", metavar="NAME",
+                      help="create the nodes under /dev/NAME/ (e.g. /dev/NAME/vfio/vfio) instead "
+                           "of /dev, e.g. when a real VFIO driver owns /dev/vfio")
+
     umount = sub.add_parser("umount", help="remove an ioasidfs mount (e.g. one left by a killed daemon)")
     umount.add_argument("--abort", action="store_true",
                         help="also abort the FUSE connection, releasing processes stuck on it")
@@ -57,6 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "umount":
         from .daemon import unmount_command
         return unmount_command(args.mountpoint, args.abort)
+
+    if args.command == "cuse":
+        # Before the daemon exists: a kernel without CUSE gets one line, nothing else.
+        from .cuse import preflight
+        problem = preflight(args.prefix)
+        if problem is not None:
+            print(f"ioasidfs: {problem}", file=sys.stderr)
+            return 2
 
     try:
         config = load_config(args.config)
@@ -76,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "mount":
         from .daemon import mount_and_serve
         return mount_and_serve(daemon, args.mountpoint)
+    if args.command == "cuse":
+        from .cuse import cuse_command
+        return cuse_command(daemon, args.prefix)
 
     program = list(args.program)
     if program and program[0] == "--":

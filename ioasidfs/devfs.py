@@ -16,6 +16,10 @@ a release drops the file. It also owns the two things only a filesystem can know
   kernel's VFIO has released a group before close() returns. Before an exclusive open says EBUSY
   we look for an fd of the holder's node in /proc (fdinfo: inode and mount id; reading it never
   calls back into FUSE).
+
+Over CUSE (``ioasidfs cuse``) the nodes are character devices: our files are recognised by their
+device number (fstat of a char device never calls into CUSE), and RELEASE is synchronous (sent
+before close() returns), so a file whose RELEASE has not come is still held.
 """
 from __future__ import annotations
 
@@ -77,6 +81,7 @@ class DevFs:
         self._token = int.from_bytes(os.urandom(8), "little")
         self._identifying: set[int] = set()
         self._fuse_device: tuple[int, int] | None = None  # (major, minor) of our connection
+        self._cuse_rdevs: frozenset[int] | None = None  # our CUSE devices' numbers (CUSE only)
         self._started = int(time.time())
         # Trapped ioctls: what the VFS would say about /dev's filesystem (set by ``ioasidfs
         # run``), and the new files waiting to be opened by one of our threads (by thread id).
@@ -88,6 +93,10 @@ class DevFs:
         """Tell the filesystem the "major:minor" of its mount (from /proc/self/mountinfo)."""
         major, minor = device.split(":")
         self._fuse_device = (int(major), int(minor))
+
+    def serving_cuse(self, rdevs: Iterable[int] = ()) -> None:
+        """We serve CUSE devices (``ioasidfs cuse``), whose device numbers are ``rdevs``."""
+        self._cuse_rdevs = frozenset(rdevs)
 
     # ------------------------------------------------------------------ metadata
     def _node(self, ino: int) -> Node:
@@ -233,7 +242,11 @@ class DevFs:
     def ioctl(self, ctx: RequestContext, ino: int, fh: int, cmd: int, arg: int, in_data: bytes,
               out_size: int) -> IoctlReply:
         if cmd == IDENTIFY and ctx.pid in self._identifying:
-            return IoctlReply(0, _IDENTIFY_REPLY.pack(self._token, fh))
+            identity = _IDENTIFY_REPLY.pack(self._token, fh)
+            if out_size < len(identity):  # CUSE's unrestricted ioctl: nothing is copied for us
+                self.memory(ctx.pid).write(arg, identity)
+                return IoctlReply(0)
+            return IoctlReply(0, identity)
         entry = self._open(fh)
         file = entry.file
         result = self._call(ctx.pid, entry, cmd, arg, lambda caller: file.ioctl(caller, cmd, arg))
@@ -404,14 +417,24 @@ class DevFs:
             token, fh = _IDENTIFY_REPLY.unpack(reply)
             return self.opens.get(fh) if token == self._token else None
         finally:
-            os.close(copy)
+            if self._cuse_rdevs:
+                # If the client closed its fd meanwhile, ours is the last reference, and CUSE
+                # sends RELEASE before close() returns: the reader would queue it behind the
+                # engine lock we hold. Close from a thread that holds nothing.
+                threading.Thread(target=os.close, args=(copy,), daemon=True).start()
+            else:
+                os.close(copy)
 
     def _is_ours(self, fd: int) -> bool:
         """Whether our copy ``fd`` is a file of our mount: its fdinfo's mount id is one of ours.
 
         Not fstat(): that sends GETATTR for a FUSE file, a round trip we would rather not make
-        while holding the engine lock.
+        while holding the engine lock. Over CUSE, fstat() of a char device stays in the VFS:
+        ours are the char devices with our device numbers.
         """
+        if self._cuse_rdevs is not None:
+            st = os.fstat(fd)
+            return stat.S_ISCHR(st.st_mode) and st.st_rdev in self._cuse_rdevs
         if self._fuse_device is None:
             return False
         info = _read_fdinfo("self", fd)
@@ -420,6 +443,8 @@ class DevFs:
     # ------------------------------------------------------------------ still open?
     def _still_open(self, file: OpenFile) -> bool:
         node = next((e.node for e in self.opens.values() if e.file is file), None)
+        if node is not None and self._cuse_rdevs is not None:
+            return True  # CUSE's RELEASE is synchronous: not seen yet means still open
         if node is None or self._fuse_device is None:
             return False
         mount_ids = _mount_ids_of(self._fuse_device)

@@ -495,14 +495,17 @@ class CuseSession(BaseSession):
 
     CUSE requests carry no inode (nodeid 0), so every file operation reaches the filesystem
     with ``device_ino``, the inode the same device has in the FUSE tree. Ioctls stay
-    restricted (no CUSE_UNRESTRICTED_IOCTL), so they arrive exactly as they do over FUSE.
+    restricted (no CUSE_UNRESTRICTED_IOCTL), so they arrive exactly as they do over FUSE,
+    unless ``unrestricted_ioctl``: then the kernel copies nothing for a sized command either
+    (``in_data`` empty, ``out_size`` 0) and the filesystem reaches the caller's memory itself;
+    this session never asks for the iovec retry.
     """
 
     _init_type = CuseInit
 
     def __init__(self, filesystem: Filesystem, *, device_ino: int, devname: str,
                  dev_major: int = 0, dev_minor: int = 0,
-                 max_write: int = DEFAULT_MAX_WRITE) -> None:
+                 max_write: int = DEFAULT_MAX_WRITE, unrestricted_ioctl: bool = False) -> None:
         super().__init__(filesystem, max_write=max_write)
         if not devname or "\0" in devname or devname.startswith("/"):
             raise ValueError(f"CUSE device name {devname!r} must be a relative path under /dev")
@@ -510,6 +513,7 @@ class CuseSession(BaseSession):
         self._device_info = b"DEVNAME=" + devname.encode() + b"\0"
         self._dev_major = dev_major
         self._dev_minor = dev_minor
+        self._cuse_flags = abi.CuseInitFlag.UNRESTRICTED_IOCTL if unrestricted_ioctl else 0
 
     def _operations(self) -> dict[type[Request], _Handler]:
         return super()._operations() | {CuseInit: self._cuse_init}
@@ -528,9 +532,13 @@ class CuseSession(BaseSession):
                       request.minor, abi.MIN_SUPPORTED_MINOR)
             return error_reply(unique, errno.EPROTO)
         minor = min(request.minor, abi.OUR_MAX_MINOR)
+        flags = int(self._cuse_flags) & request.flags
+        if flags != self._cuse_flags:
+            log.error("the kernel does not offer CUSE flags %r", self._cuse_flags)
+            return error_reply(unique, errno.EPROTO)
         self._start(minor)
         log.info("CUSE 7.%d negotiated for %r", minor, self._device_info)
-        return cuse_init_reply(unique, minor=minor, flags=0, max_read=self._max_write,
+        return cuse_init_reply(unique, minor=minor, flags=flags, max_read=self._max_write,
                                max_write=self._max_write, dev_major=self._dev_major,
                                dev_minor=self._dev_minor, info=self._device_info)
 

@@ -559,3 +559,16 @@ def test_cuse_refuses_fuse_init_and_old_kernels(fs: FakeFilesystem) -> None:
 def test_cuse_device_name_must_be_relative(fs: FakeFilesystem, devname: str) -> None:
     with pytest.raises(ValueError):
         CuseSession(fs, device_ino=CONTAINER, devname=devname)
+
+
+def test_cuse_unrestricted_ioctl_is_asked_for_when_wanted(fs: FakeFilesystem) -> None:
+    session = CuseSession(fs, device_ino=CONTAINER, devname="vfio/vfio", unrestricted_ioctl=True)
+    reply = exchange(session, cuse_init_request())
+    assert struct.unpack_from("<4I", body_of(reply))[3] == abi.CuseInitFlag.UNRESTRICTED_IOCTL
+
+
+def test_cuse_unrestricted_ioctl_not_offered_is_eproto(fs: FakeFilesystem) -> None:
+    session = CuseSession(fs, device_ino=CONTAINER, devname="vfio/vfio", unrestricted_ioctl=True)
+    request = kernel_request(abi.Opcode.CUSE_INIT, struct.pack("<IIII", 7, 38, 0, 0), nodeid=0)
+    assert error_of(exchange(session, request)) == errno.EPROTO
+    assert session.state is SessionState.AWAITING_INIT

@@ -1,0 +1,239 @@
+"""``ioasidfs cuse``: the tree as real character devices, one CUSE device per node.
+
+Each node of the tree (``vfio/vfio``, ``vfio/<group>``, ``vfio/devices/vfioN``, ``ioasid``,
+``iommu``) gets its own connection on /dev/cuse, answered by a :class:`CuseSession` over the
+daemon's one :class:`DevFs`, engine, tracer and engine lock: the same dispatch as FUSE, only the
+init handshake differs. The kernel creates ``/dev/<DEVNAME>`` (``crw------- root``) while it
+processes our CUSE_INIT reply; we then check that the node really is ours (a real driver's node
+with the same name wins in devtmpfs) and give it the mode the kernel's driver would.
+
+Teardown is the kernel's: closing a /dev/cuse fd unregisters its device and the node goes away,
+so even a SIGKILLed daemon leaves nothing behind, and there is no helper process.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from .fuse import io
+from .fuse.session import CuseSession, SessionState
+
+if TYPE_CHECKING:  # the engine is imported only once a daemon is built (after preflight)
+    from .daemon import Daemon
+    from .devtree import Node
+
+log = logging.getLogger("ioasidfs.cuse")
+
+CUSE_DEVICE = "/dev/cuse"
+INIT_TIMEOUT = 10.0
+"""Seconds the kernel gets to send CUSE_INIT on every connection and create the nodes."""
+
+
+class CuseUnavailable(Exception):
+    """This kernel has no CUSE (or we may not use it); the message says why, in one line."""
+
+
+@dataclass
+class CuseDevice:
+    node: Node
+    devname: str  # DEVNAME, relative to /dev
+    fd: int = -1
+    session: CuseSession | None = None
+    rdev: int | None = None  # what CUSE registered, once verified
+
+    @property
+    def path(self) -> str:
+        return "/dev/" + self.devname
+
+
+def check_prefix(prefix: str | None) -> str | None:
+    """Why ``--prefix`` is unusable, or None when it is fine (None too)."""
+    if prefix is None:
+        return None
+    parts = prefix.split("/")
+    if prefix.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in prefix:
+        return f"--prefix {prefix!r}: give a relative name under /dev, such as 'fake'"
+    return None
+
+
+def devices_of(daemon: Daemon, prefix: str | None) -> list[CuseDevice]:
+    """One CUSE device per file node of the tree, named as the kernel names the real one."""
+    devices = []
+    in_dev = set(daemon.tree.top_level_names())  # what `run` binds into /dev, no more
+    for node in daemon.tree.nodes.values():
+        name = node.path.removeprefix("/dev/")
+        if node.is_dir or name.split("/")[0] not in in_dev:
+            continue
+        devices.append(CuseDevice(node, f"{prefix}/{name}" if prefix else name))
+    return devices
+
+
+def ensure_cuse() -> None:
+    """Make /dev/cuse exist (``modprobe cuse`` if needed); CuseUnavailable if it cannot."""
+    if os.path.exists(CUSE_DEVICE):
+        return
+    try:
+        subprocess.run(["modprobe", "-q", "cuse"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+                       check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if not os.path.exists(CUSE_DEVICE):
+        raise CuseUnavailable(f"this kernel has no CUSE ({CUSE_DEVICE} is missing and "
+                              "`modprobe cuse` did not load it); use `ioasidfs mount` or "
+                              "`ioasidfs run` (FUSE) instead")
+
+
+def conflicts(devices: list[CuseDevice]) -> list[str]:
+    """Paths of ``devices`` that something already owns."""
+    return [d.path for d in devices if os.path.lexists(d.path)]
+
+
+def sysfs_rdev(devname: str) -> int | None:
+    """The device number CUSE registered for ``devname``: its class device's ``dev`` attribute
+    (sysfs spells '/' in a name as '!'). None when sysfs does not say."""
+    try:
+        with open(f"/sys/class/cuse/{devname.replace('/', '!')}/dev") as f:
+            major, minor = f.read().strip().split(":")
+        return os.makedev(int(major), int(minor))
+    except (OSError, ValueError):
+        return None
+
+
+def conflict_message(paths: list[str]) -> str:
+    one = len(paths) == 1
+    return (f"ioasidfs: {', '.join(paths)} already exist{'s' if one else ''} and "
+            f"{'is' if one else 'are'} not ours (a real VFIO/iommufd driver, or another "
+            "ioasidfs); use --prefix NAME to serve the tree under /dev/NAME/")
+
+
+def preflight(prefix: str | None) -> str | None:
+    """What makes ``ioasidfs cuse`` impossible before any daemon is built (exit 2), or None."""
+    problem = check_prefix(prefix)
+    if problem is not None:
+        return problem
+    try:
+        ensure_cuse()
+    except CuseUnavailable as e:
+        return str(e)
+    return None
+
+
+def cuse_command(daemon: Daemon, prefix: str | None) -> int:
+    """``ioasidfs cuse``: serve every node as a CUSE device until SIGINT/SIGTERM/SIGHUP."""
+    problem = preflight(prefix)
+    if problem is not None:
+        print(f"ioasidfs: {problem}", file=sys.stderr)
+        return 2
+    devices = devices_of(daemon, prefix)
+    taken = conflicts(devices)
+    if taken:
+        print(conflict_message(taken), file=sys.stderr)
+        return 1
+    try:
+        for device in devices:
+            try:
+                device.fd = os.open(CUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                print(f"ioasidfs: cannot open {CUSE_DEVICE}: {e.strerror}"
+                      f"{' (needs root)' if e.errno in (errno.EACCES, errno.EPERM) else ''}",
+                      file=sys.stderr)
+                return 1
+            # Unrestricted: in restricted mode the kernel copies a sized command's argument
+            # before asking us, so a bad pointer is EFAULT where the kernel's VFIO nodes answer
+            # EINVAL or ENOTTY without touching it. Unrestricted, every ioctl comes with the
+            # raw pointer only and is answered through process_vm_*, as over FUSE.
+            device.session = CuseSession(daemon.fs, device_ino=device.node.ino,
+                                         devname=device.devname, unrestricted_ioctl=True)
+        daemon.fs.serving_cuse()
+        return trio.run(_serve, daemon, devices)
+    finally:
+        for device in devices:
+            if device.fd >= 0:
+                os.close(device.fd)  # the kernel unregisters the device: its node goes away
+        if daemon.tracer is not None:
+            daemon.tracer.close()
+
+
+async def _serve(daemon: Daemon, devices: list[CuseDevice]) -> int:
+    status = 0
+    stopping = False
+    # The signal receiver must outlive the nursery: once the nodes exist, the main task waits
+    # at the nursery's end, and a signal then must still stop us cleanly.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            async def serve_one(device: CuseDevice) -> None:
+                nonlocal status
+                assert device.session is not None
+                await io.serve(device.fd, device.session, daemon.engine_lock)
+                if not stopping:
+                    # ENODEV before we were told to stop: the kernel refused the device (a
+                    # name already registered by another CUSE server) or aborted it.
+                    print(f"ioasidfs: the kernel dropped CUSE device {device.path}"
+                          f"{'' if device.rdev else ' (its name is taken? try --prefix NAME)'}",
+                          file=sys.stderr)
+                    status = 1
+                    nursery.cancel_scope.cancel()
+
+            async def stop_on_signal() -> None:
+                nonlocal stopping
+                async for signum in signals:
+                    log.info("%s: removing the CUSE devices", signal.Signals(signum).name)
+                    stopping = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            for device in devices:
+                nursery.start_soon(serve_one, device)
+            problem = await _wait_until_created(devices)
+            if problem is not None:
+                print(problem, file=sys.stderr)
+                status = 1
+                nursery.cancel_scope.cancel()
+                return status
+            daemon.fs.serving_cuse({d.rdev for d in devices if d.rdev is not None})
+            for device in devices:
+                os.chmod(device.path, stat.S_IMODE(device.node.mode))
+                os.chown(device.path, device.node.uid, device.node.gid)
+            print(f"ioasidfs: serving {', '.join(d.path for d in devices)} over CUSE "
+                  "(Ctrl-C or SIGTERM removes them)", file=sys.stderr, flush=True)
+    return status
+
+
+async def _wait_until_created(devices: list[CuseDevice]) -> str | None:
+    """Wait for CUSE_INIT on every connection, then check each node is the device CUSE made
+    for us. An error message, or None when all are ours (``rdev`` set)."""
+    with trio.move_on_after(INIT_TIMEOUT):
+        while any(d.session is not None and d.session.state is SessionState.AWAITING_INIT
+                  for d in devices):
+            await trio.sleep(0.005)
+    late = [d.path for d in devices
+            if d.session is None or d.session.state is SessionState.AWAITING_INIT]
+    if late:
+        return f"ioasidfs: the kernel sent no CUSE_INIT for {', '.join(late)}"
+    foreign = []
+    for device in devices:
+        # The node is created while the kernel processes our CUSE_INIT reply, before our
+        # write() of it returns; a real driver's node of the same name stays in its place.
+        ours = sysfs_rdev(device.devname)
+        try:
+            st = os.stat(device.path)
+        except OSError:
+            st = None
+        if ours is None or st is None or not stat.S_ISCHR(st.st_mode) or st.st_rdev != ours:
+            foreign.append(device.path)
+        else:
+            device.rdev = ours
+    if foreign:
+        return conflict_message(foreign)
+    return None
