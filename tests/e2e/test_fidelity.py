@@ -13,7 +13,8 @@ import pytest
 
 from support import EXPECTED_DIR, require_root, run_ioasidfs
 
-PROGRAMS = ["container_basics", "ioasid_basics", "type1_flow", "type1_limits", "ioasid_container", "type1_lifetime"]
+PROGRAMS = ["container_basics", "ioasid_basics", "type1_flow", "type1_limits", "ioasid_container", "type1_lifetime",
+            "edu_driver", "device_ioctls"]
 
 
 def _pending(name: str) -> dict[str, str]:
