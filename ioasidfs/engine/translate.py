@@ -290,18 +290,25 @@ class _Entry:
 
 
 class PyTranslationTable:
-    """The reference implementation: entries in a list sorted by IOVA, found with ``bisect``.
+    """The reference implementation: entries sorted by IOVA, found with ``bisect``.
 
-    Lookups are O(log n); map and unmap are O(log n) searches plus a list insert or delete,
-    which moves pointers (a memmove) -- fast at the kernel's 65,535-entry limit.
+    The entries are kept as :class:`~ioasidfs.engine.ioas.AreaTree` keeps areas: a list of
+    sorted blocks of at most ``2 * LOAD`` entries (with each block's start IOVAs in a parallel
+    list, and each block's first IOVA in a top-level list, for bisecting). Lookups are O(log n);
+    a map, split or unmap moves at most one block's worth of pointers, so a map at the bottom
+    of 60k entries costs about what it costs in an empty table.
     """
+
+    LOAD = 256
 
     def __init__(self, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         _check_page_size(page_size)
         self._page_size = page_size
         self._shift = page_size.bit_length() - 1
-        self._starts: list[int] = []
-        self._entries: list[_Entry] = []
+        self._firsts: list[int] = []            # first IOVA of each block
+        self._starts: list[list[int]] = []      # per block: the entries' IOVAs
+        self._blocks: list[list[_Entry]] = []   # per block: the entries, ascending
+        self._len = 0
         self._tracking = False
         self._pins: dict[int, int] = {}   # page number -> count
 
@@ -310,50 +317,92 @@ class PyTranslationTable:
         return self._page_size
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._len
+
+    def _entries(self) -> list[_Entry]:
+        """Every entry, ascending (a snapshot)."""
+        return [e for block in self._blocks for e in block]
 
     def _find(self, iova: int) -> _Entry | None:
-        i = bisect.bisect_right(self._starts, iova) - 1
-        if i >= 0:
-            e = self._entries[i]
+        b = bisect.bisect_right(self._firsts, iova) - 1
+        if b >= 0:
+            e = self._blocks[b][bisect.bisect_right(self._starts[b], iova) - 1]
             if iova <= e.last:
                 return e
         return None
 
-    def _first_ending_at_or_after(self, iova: int) -> int:
-        i = bisect.bisect_right(self._starts, iova) - 1
-        if i >= 0 and self._entries[i].last >= iova:
-            return i
-        return i + 1
+    def _locate(self, iova: int) -> tuple[int, int]:
+        """(block, index) of the first entry whose last byte is at or above ``iova``; the end
+        position is (len(blocks), 0)."""
+        b = bisect.bisect_right(self._firsts, iova) - 1
+        if b < 0:
+            return 0, 0
+        block = self._blocks[b]
+        i = bisect.bisect_right(self._starts[b], iova) - 1
+        if block[i].last >= iova:
+            return b, i
+        return (b, i + 1) if i + 1 < len(block) else (b + 1, 0)
 
-    def _overlapping(self, iova: int, last: int) -> tuple[int, int]:
-        """Index range [lo, hi) of the entries sharing a byte with [iova, last]."""
-        lo = self._first_ending_at_or_after(iova)
-        hi = bisect.bisect_right(self._starts, last, lo=lo)
-        return lo, hi
+    def _any_overlapping(self, iova: int, last: int) -> bool:
+        """Whether an entry shares a byte with [iova, last]."""
+        b, i = self._locate(iova)
+        return b < len(self._blocks) and self._starts[b][i] <= last
+
+    def _overlapping(self, iova: int, last: int) -> list[_Entry]:
+        """The entries sharing a byte with [iova, last], ascending."""
+        b, i = self._locate(iova)
+        found: list[_Entry] = []
+        while b < len(self._blocks):
+            block = self._blocks[b]
+            j = bisect.bisect_right(self._starts[b], last, lo=i)
+            found.extend(block[i:j])
+            if j < len(block):
+                break
+            b, i = b + 1, 0
+        return found
+
+    def _insert_at(self, b: int, i: int, e: _Entry) -> None:
+        """Put ``e`` at position ``i`` of block ``b`` (the caller keeps the order)."""
+        block, starts = self._blocks[b], self._starts[b]
+        block.insert(i, e)
+        starts.insert(i, e.iova)
+        self._len += 1
+        self._firsts[b] = starts[0]
+        if len(block) > 2 * self.LOAD:
+            half = self.LOAD
+            self._blocks[b:b + 1] = [block[:half], block[half:]]
+            self._starts[b:b + 1] = [starts[:half], starts[half:]]
+            self._firsts[b:b + 1] = [starts[0], starts[half]]
 
     def _npages(self, e: _Entry) -> int:
         return ((e.last - e.iova) >> self._shift) + 1
 
     def map(self, iova: int, length: int, vaddr: int, prot: int, owner: int) -> None:
         last = _check_map(iova, length, vaddr, prot, owner, self._page_size)
-        lo, hi = self._overlapping(iova, last)
-        if hi > lo:
+        if self._any_overlapping(iova, last):
             raise KernelError(errno.EEXIST, f"map: [{iova:#x}, {last:#x}] overlaps a mapping")
         dirty = None
         if self._tracking:
             if length >> self._shift > DIRTY_PAGES_MAX:
                 raise KernelError(errno.EINVAL, "map: too many pages for a dirty bitmap")
             dirty = 0
-        self._starts.insert(lo, iova)
-        self._entries.insert(lo, _Entry(iova, last, vaddr, prot, owner, dirty))
+        e = _Entry(iova, last, vaddr, prot, owner, dirty)
+        if not self._blocks:
+            self._firsts.append(iova)
+            self._starts.append([iova])
+            self._blocks.append([e])
+            self._len = 1
+            return
+        b = max(bisect.bisect_right(self._firsts, iova) - 1, 0)
+        self._insert_at(b, bisect.bisect_left(self._starts[b], iova), e)
 
     def _cut(self, x: int) -> None:
         """Split the entry containing x so that a piece starts exactly at x."""
-        i = bisect.bisect_right(self._starts, x) - 1
-        if i < 0:
+        b = bisect.bisect_right(self._firsts, x) - 1
+        if b < 0:
             return
-        e = self._entries[i]
+        i = bisect.bisect_right(self._starts[b], x) - 1
+        e = self._blocks[b][i]
         if e.iova == x or e.last < x:
             return
         off = (x - e.iova) >> self._shift
@@ -363,21 +412,35 @@ class PyTranslationTable:
             e.dirty &= (1 << off) - 1
         piece = _Entry(x, e.last, e.vaddr + (x - e.iova), e.prot, e.owner, dirty)
         e.last = x - 1
-        self._starts.insert(i + 1, x)
-        self._entries.insert(i + 1, piece)
+        self._insert_at(b, i + 1, piece)
 
     def unmap(self, iova: int, length: int) -> list[Mapping]:
         last = _aligned_span(iova, length, self._page_size, "unmap")
-        lo, hi = self._overlapping(iova, last)
-        if hi == lo:
+        if not self._any_overlapping(iova, last):
             return []
         self._cut(iova)
         if last < _U64_MAX:
             self._cut(last + 1)
-        lo, hi = self._overlapping(iova, last)
-        removed = [e.mapping() for e in self._entries[lo:hi]]
-        del self._starts[lo:hi]
-        del self._entries[lo:hi]
+        removed: list[Mapping] = []
+        b, i = self._locate(iova)
+        while b < len(self._blocks):
+            block, starts = self._blocks[b], self._starts[b]
+            j = bisect.bisect_right(starts, last, lo=i)
+            removed.extend(e.mapping() for e in block[i:j])
+            del block[i:j]
+            del starts[i:j]
+            self._len -= j - i
+            more = j > i and i == len(block)   # the range may go on into the next block
+            if block:
+                self._firsts[b] = starts[0]
+                b += 1
+            else:
+                del self._blocks[b]
+                del self._starts[b]
+                del self._firsts[b]
+            if not more:
+                break
+            i = 0
         p0, p1 = iova >> self._shift, last >> self._shift
         for page in [p for p in self._pins if p0 <= p <= p1]:
             del self._pins[page]
@@ -387,8 +450,7 @@ class PyTranslationTable:
         last = _byte_span(iova, length, "mappings")
         if length == 0:
             return []
-        lo, hi = self._overlapping(iova, last)
-        return [e.mapping() for e in self._entries[lo:hi]]
+        return [e.mapping() for e in self._overlapping(iova, last)]
 
     def lookup(self, iova: int) -> Lookup | None:
         e = self._find(iova)
@@ -430,15 +492,15 @@ class PyTranslationTable:
     def start_dirty_tracking(self) -> None:
         if self._tracking:
             return
-        if any(self._npages(e) > DIRTY_PAGES_MAX for e in self._entries):
+        if any(self._npages(e) > DIRTY_PAGES_MAX for e in self._entries()):
             raise KernelError(errno.EINVAL, "a mapping has too many pages for a dirty bitmap")
-        for e in self._entries:
+        for e in self._entries():
             e.dirty = 0
             self._populate(e, e.iova, e.last)
         self._tracking = True
 
     def stop_dirty_tracking(self) -> None:
-        for e in self._entries:
+        for e in self._entries():
             e.dirty = None
         self._tracking = False
 
@@ -458,8 +520,7 @@ class PyTranslationTable:
 
     def _walk(self, iova: int, last: int) -> list[tuple[_Entry, int, int]]:
         """(entry, first byte, last byte) of every piece of [iova, last] that is mapped."""
-        lo, hi = self._overlapping(iova, last)
-        return [(e, max(e.iova, iova), min(e.last, last)) for e in self._entries[lo:hi]]
+        return [(e, max(e.iova, iova), min(e.last, last)) for e in self._overlapping(iova, last)]
 
     def mark_dirty(self, iova: int, length: int) -> None:
         last = _byte_span(iova, length, "mark_dirty")
