@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <linux/vfio.h>
 #include "probe.h"
+#include "labels.h"
 
 #define CONTAINER "/dev/vfio/vfio"
 #define GROUP "/dev/vfio/1"
@@ -68,61 +69,6 @@ typedef unsigned long long ull;
 #define DEVICE_ATTACH_IOMMUFD_PT NR(19)
 #define DEVICE_DETACH_IOMMUFD_PT NR(20)
 
-/*
- * Every printed label is unique: the n-th repetition of a label gets " #n".
- * 'cur' is the (decorated) label of the last observation.
- */
-#define SEEN_MAX 8192
-static uint64_t seen_hash[SEEN_MAX];
-static unsigned int seen_count[SEEN_MAX];
-static char cur[512];
-
-static const char *uniq(const char *label)
-{
-	uint64_t h = 1469598103934665603ULL;
-	const char *s;
-	unsigned int i;
-
-	for (s = label; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	if (!h)
-		h = 1;
-	for (i = h % SEEN_MAX; seen_hash[i] && seen_hash[i] != h;
-	     i = (i + 1) % SEEN_MAX)
-		;
-	seen_hash[i] = h;
-	if (++seen_count[i] == 1)
-		snprintf(cur, sizeof(cur), "%s", label);
-	else
-		snprintf(cur, sizeof(cur), "%s #%u", label, seen_count[i]);
-	return cur;
-}
-
-static long report(const char *what, long ret, int err)
-{
-	uniq(what);
-	if (ret < 0)
-		printf("%s = -1 %s\n", cur, errname(err));
-	else
-		printf("%s = %ld\n", cur, ret);
-	return ret;
-}
-
-/* A line that is not a call: "<label> = <text>", label made unique. */
-static void note(const char *label, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void note(const char *label, const char *fmt, ...)
-{
-	char text[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	uniq(label);
-	printf("%s = %s\n", cur, text);
-}
-
 /* "<cur>.out = ..." for the call just reported. */
 static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void out(const char *fmt, ...)
@@ -134,25 +80,6 @@ static void out(const char *fmt, ...)
 	vprintf(fmt, ap);
 	va_end(ap);
 	printf("\n");
-}
-
-static long ioc(const char *what, int fd, unsigned long cmd, void *arg)
-{
-	long r;
-
-	errno = 0;
-	r = ioctl(fd, cmd, arg);
-	return report(what, r, errno);
-}
-
-static long ioc_val(const char *what, int fd, unsigned long cmd,
-		    unsigned long arg)
-{
-	long r;
-
-	errno = 0;
-	r = ioctl(fd, cmd, arg);
-	return report(what, r, errno);
 }
 
 static uint32_t rd32(const void *b, size_t off)

@@ -148,7 +148,7 @@ int main(void)
 
 	/* ---- open the device: bound and attached to the compat IOAS ---- */
 	p = "dev";
-	dfd = ioc_ptr("dev: GROUP_GET_DEVICE_FD(" BDF ")", gfd,
+	dfd = ioc("dev: GROUP_GET_DEVICE_FD(" BDF ")", gfd,
 		      VFIO_GROUP_GET_DEVICE_FD, (void *)BDF);
 	check_exts(p, ifd);
 	set_iommu(p, ifd, VFIO_TYPE1v2_IOMMU);
@@ -245,10 +245,10 @@ int main(void)
 
 	/* ---- detach the group: the compat IOAS is still there ---- */
 	p = "unset";
-	ioc_ptr("unset: GROUP_UNSET_CONTAINER", gfd, VFIO_GROUP_UNSET_CONTAINER,
+	ioc("unset: GROUP_UNSET_CONTAINER", gfd, VFIO_GROUP_UNSET_CONTAINER,
 		NULL);
 	group_status(p, gfd);
-	ioc_ptr("unset: GROUP_UNSET_CONTAINER", gfd, VFIO_GROUP_UNSET_CONTAINER,
+	ioc("unset: GROUP_UNSET_CONTAINER", gfd, VFIO_GROUP_UNSET_CONTAINER,
 		NULL);
 	check_ext(p, ifd, VFIO_DMA_CC_IOMMU, "DMA_CC_IOMMU");
 	set_iommu(p, ifd, VFIO_TYPE1v2_IOMMU);

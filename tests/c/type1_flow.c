@@ -101,7 +101,7 @@ static long dirty_simple(const char *p, int cfd, uint32_t flags)
 	d.argsz = sizeof(d);
 	d.flags = flags;
 	snprintf(what, sizeof(what), "%s: DIRTY_PAGES(%s)", p, dirty_flags(flags));
-	return ioc_ptr(what, cfd, VFIO_IOMMU_DIRTY_PAGES, &d);
+	return ioc(what, cfd, VFIO_IOMMU_DIRTY_PAGES, &d);
 }
 
 /* DIRTY_PAGES GET_BITMAP into two u64 words, the first pre-set to 'word'. */
@@ -127,7 +127,7 @@ static long dirty_get(const char *p, int cfd, uint64_t iova, uint64_t size,
 	snprintf(what, sizeof(what),
 		 "%s: DIRTY_PAGES(GET_BITMAP,iova=0x%llx,size=0x%llx,pgsize=0x%llx,bitmap.size=%llu,word=0x%llx)",
 		 p, (ull)iova, (ull)size, (ull)pgsize, (ull)bsize, (ull)word);
-	r = ioc_ptr(what, cfd, VFIO_IOMMU_DIRTY_PAGES, &a);
+	r = ioc(what, cfd, VFIO_IOMMU_DIRTY_PAGES, &a);
 	printf("%s.bitmap = 0x%llx 0x%llx\n", cur, (ull)bits[0], (ull)bits[1]);
 	return r;
 }
@@ -345,7 +345,7 @@ int main(void)
 		char text[64];
 
 		snprintf(text, sizeof(text), "0x%llx", (ull)end);
-		note("errors: aperture end", text);
+		note("errors: aperture end", "%s", text);
 	}
 	map_dma("errors: at aperture_end+1", cfd, F_RW, buf, "buf", end + 1, PG);
 	map_dma("errors: across aperture_end", cfd, F_RW, buf, "buf",
@@ -397,7 +397,7 @@ int main(void)
 	/* ---- the same table on a type1 (v1) container ---- */
 	p = "v1";
 	map_dma(p, cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
-	ioc_ptr("v1: GROUP_UNSET_CONTAINER(from v2)", gfd,
+	ioc("v1: GROUP_UNSET_CONTAINER(from v2)", gfd,
 		VFIO_GROUP_UNSET_CONTAINER, NULL);
 	get_info("v1: old container", cfd, 16, 0);
 	cfd2 = open_node("v1: open " CONTAINER " (second container)",
@@ -427,7 +427,7 @@ int main(void)
 	unmap_dma(p, cfd2, 0, 0x1000, 0x4000);
 	unmap_dma(p, cfd2, U_ALL, 0, 0);
 	map_dma(p, cfd2, F_RW, buf, "buf", 0x100000, 2 * PG);
-	ioc_ptr("v1: GROUP_UNSET_CONTAINER", gfd, VFIO_GROUP_UNSET_CONTAINER,
+	ioc("v1: GROUP_UNSET_CONTAINER", gfd, VFIO_GROUP_UNSET_CONTAINER,
 		NULL);
 	get_info(p, cfd2, 16, 0);
 	do_close("v1: close second container", cfd2);

@@ -87,7 +87,7 @@ static void vmlck(const char *p)
 		fclose(f);
 	}
 	snprintf(label, sizeof(label), "%s: VmLck", p);
-	note(label, text);
+	note(label, "%s", text);
 }
 
 /* Clear one capability from the effective and permitted sets. */
@@ -162,13 +162,13 @@ static void dma_entry_limit(int cfd, unsigned char *page, unsigned char *hole)
 			 "limit: MAP_DMA(RW,vaddr=page,iova=0x0..0x%llx step 0x1000,size=0x1000) x%d",
 			 (ull)((NR_LIMIT - 1) * PG), NR_LIMIT);
 		snprintf(text, sizeof(text), "%llu ok", (ull)ok);
-		note(label, text);
+		note(label, "%s", text);
 		if (bad)
 			snprintf(text, sizeof(text), "iova=0x%llx -1 %s",
 				 (ull)(first_bad * PG), errname(bad));
 		else
 			snprintf(text, sizeof(text), "none");
-		note("limit: first failure", text);
+		note("limit: first failure", "%s", text);
 	}
 	dma_avail(p, cfd);
 	vmlck(p);
@@ -209,7 +209,7 @@ static void memlock(int cfd, unsigned char *buf16, unsigned char *one)
 	const char *p = "memlock";
 
 	drop_cap("memlock: capset(drop CAP_IPC_LOCK)", CAP_IPC_LOCK);
-	note("memlock: CAP_IPC_LOCK effective", has_cap(CAP_IPC_LOCK) ? "1" : "0");
+	note("memlock: CAP_IPC_LOCK effective", "%s", has_cap(CAP_IPC_LOCK) ? "1" : "0");
 	set_memlock(p, 64 * 1024);
 	vmlck(p);
 	map_dma(p, cfd, F_RW, buf16, "buf16", 0x100000, 8 * PG);
@@ -296,7 +296,7 @@ int main(void)
 	set_container("setup", gfd, cfd);
 	group_status("setup", gfd);
 	set_iommu("setup", cfd, VFIO_TYPE1v2_IOMMU);
-	note("setup: CAP_IPC_LOCK effective", has_cap(CAP_IPC_LOCK) ? "1" : "0");
+	note("setup: CAP_IPC_LOCK effective", "%s", has_cap(CAP_IPC_LOCK) ? "1" : "0");
 
 	dma_entry_limit(cfd, page, hole);
 	memlock(cfd, buf16, one);

@@ -15,6 +15,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "labels.h"
 
 #define F_READ VFIO_DMA_MAP_FLAG_READ
 #define F_WRITE VFIO_DMA_MAP_FLAG_WRITE
@@ -28,73 +29,6 @@
 
 typedef unsigned long long ull;
 
-
-/*
- * Every printed label is unique: the n-th repetition of a label gets " #n".
- * 'cur' is the (decorated) label of the last observation; the lines of the
- * fields it wrote back are "<cur>.<field> = <value>".
- */
-#define SEEN_MAX 8192
-static uint64_t seen_hash[SEEN_MAX];
-static unsigned int seen_count[SEEN_MAX];
-static char cur[512];
-
-static const char *uniq(const char *label)
-{
-	uint64_t h = 1469598103934665603ULL;
-	const char *s;
-	unsigned int i;
-
-	for (s = label; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	if (!h)
-		h = 1;
-	for (i = h % SEEN_MAX; seen_hash[i] && seen_hash[i] != h;
-	     i = (i + 1) % SEEN_MAX)
-		;
-	seen_hash[i] = h;
-	if (++seen_count[i] == 1)
-		snprintf(cur, sizeof(cur), "%s", label);
-	else
-		snprintf(cur, sizeof(cur), "%s #%u", label, seen_count[i]);
-	return cur;
-}
-
-static long report(const char *what, long ret, int err)
-{
-	uniq(what);
-	if (ret < 0)
-		printf("%s = -1 %s\n", cur, errname(err));
-	else
-		printf("%s = %ld\n", cur, ret);
-	return ret;
-}
-
-/* A line that is not an ioctl: "<label> = <text>", label made unique. */
-static void note(const char *label, const char *text)
-{
-	uniq(label);
-	printf("%s = %s\n", cur, text);
-}
-
-static long ioc_val(const char *what, int fd, unsigned long cmd,
-		    unsigned long arg)
-{
-	long r;
-
-	errno = 0;
-	r = ioctl(fd, cmd, arg);
-	return report(what, r, errno);
-}
-
-static long ioc_ptr(const char *what, int fd, unsigned long cmd, void *arg)
-{
-	long r;
-
-	errno = 0;
-	r = ioctl(fd, cmd, arg);
-	return report(what, r, errno);
-}
 
 static int open_node(const char *what, const char *path)
 {
@@ -366,7 +300,7 @@ static UNUSED uint32_t get_info(const char *p, int cfd, uint32_t argsz,
 	memset(info, 0xa5, sizeof(info));
 	memcpy(info, &argsz, sizeof(argsz));
 	snprintf(what, sizeof(what), "%s: GET_INFO(argsz=%u)", p, argsz);
-	r = ioc_ptr(what, cfd, VFIO_IOMMU_GET_INFO, info);
+	r = ioc(what, cfd, VFIO_IOMMU_GET_INFO, info);
 	snprintf(label, sizeof(label), "%s", cur);
 	out = rd32(info, 0);
 	co = rd32(info, 16);
@@ -395,7 +329,7 @@ static UNUSED void address_width(const char *p)
 		snprintf(text, sizeof(text), "%d bits", bits);
 	else
 		snprintf(text, sizeof(text), "unknown");
-	note(label, text);
+	note(label, "%s", text);
 }
 
 /* Only the DMA_AVAIL capability, as one line. */
@@ -422,7 +356,7 @@ static UNUSED void dma_avail(const char *p, int cfd)
 		}
 	}
 	snprintf(label, sizeof(label), "%s: DMA_AVAIL.avail", p);
-	note(label, text);
+	note(label, "%s", text);
 }
 
 static UNUSED void group_status(const char *p, int gfd)
@@ -433,7 +367,7 @@ static UNUSED void group_status(const char *p, int gfd)
 	memset(&st, 0, sizeof(st));
 	st.argsz = sizeof(st);
 	snprintf(what, sizeof(what), "%s: GROUP_GET_STATUS", p);
-	ioc_ptr(what, gfd, VFIO_GROUP_GET_STATUS, &st);
+	ioc(what, gfd, VFIO_GROUP_GET_STATUS, &st);
 	printf("%s.flags = 0x%x\n", cur, st.flags);
 }
 
@@ -442,7 +376,7 @@ static UNUSED long set_container(const char *p, int gfd, int cfd)
 	char what[160];
 
 	snprintf(what, sizeof(what), "%s: GROUP_SET_CONTAINER", p);
-	return ioc_ptr(what, gfd, VFIO_GROUP_SET_CONTAINER, &cfd);
+	return ioc(what, gfd, VFIO_GROUP_SET_CONTAINER, &cfd);
 }
 
 static UNUSED long set_iommu(const char *p, int cfd, unsigned long type)
