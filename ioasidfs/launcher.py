@@ -18,6 +18,7 @@ status, 128+N when signal N killed it; 127 if it cannot be found, 126 if it cann
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -200,6 +201,15 @@ class _Child:
             self.reaped = True
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        _say(f"cannot set the parent-death signal: {os.strerror(ctypes.get_errno())}")
+
+
 def _child_main(program: str, argv: list[str], go_read: int, sock: socket.socket,
                 filter_program: bytes, no_new_privs: bool) -> NoReturn:  # pragma: no cover
     """The forked child: wait for /dev, install the filter, exec PROGRAM. Never returns."""
@@ -208,6 +218,9 @@ def _child_main(program: str, argv: list[str], go_read: int, sock: socket.socket
             os._exit(1)  # the launcher gave up before PROGRAM could start
         os.close(go_read)
         _reset_signals()
+        # If the launcher dies (even SIGKILL), PROGRAM goes too: its /dev/vfio is gone with the
+        # daemon, and an orphan nobody waits for would outlive every cleanup.
+        _set_parent_death_signal(signal.SIGKILL)
         listener = -1
         try:
             # Root has CAP_SYS_ADMIN, which allows the filter without NO_NEW_PRIVS; setting it
