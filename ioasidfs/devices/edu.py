@@ -50,9 +50,6 @@ import logging
 from dataclasses import dataclass
 from typing import Deque
 
-# devices.dma imported first (before the engine) hits an import cycle (dma -> client -> engine
-# -> engine.engine -> dma, still half-initialised); importing the engine package first breaks it.
-from .. import engine as _engine  # noqa: F401
 from ..config import EDU_DEVICE, EDU_VENDOR, BarConfig, DeviceConfig
 from ..errors import IommuFault
 from .dma import DmaSpace, dma_read_into, dma_write

@@ -14,7 +14,9 @@ import logging
 from typing import Callable
 
 from ..config import Config
-from ..devices.dma import DmaSpace, FaultLog
+# The module, not its names: devices.dma imports client, which imports engine.caller and so this
+# package; binding names here would fail when devices.dma is the first module imported.
+from ..devices import dma
 from ..errors import KernelError
 from .caller import Caller
 from .device import CdevFile, Device
@@ -49,7 +51,7 @@ class Engine:
         # behind a mapping by a token of this registry; the DMA layer turns it back into a pid.
         self.owners = OwnerRegistry()
         # Every blocked device access of every address space, for the user (``/faults``, trace).
-        self.faults = FaultLog()
+        self.faults = dma.FaultLog()
         # What a group attached to nothing translates through: nothing is ever mapped in it.
         self._blocked: TranslationTable = new_table()
 
@@ -88,7 +90,7 @@ class Engine:
         file.release()
 
     # ------------------------------------------------------------------ device DMA
-    def dma_space(self, group_id: int) -> DmaSpace:
+    def dma_space(self, group_id: int) -> dma.DmaSpace:
         """What a device of group ``group_id`` DMAs through, as of now: the translation table of
         the io address space the group is attached to -- its type1 container's IOMMU instance
         (after VFIO_SET_IOMMU), or on an iommufd the IOAS its devices are attached to, else the
@@ -112,11 +114,11 @@ class Engine:
             if ioas is not None:
                 table = ioas.table
         if table is None:
-            return DmaSpace(self._blocked, self.owners.key, self.faults,
+            return dma.DmaSpace(self._blocked, self.owners.key, self.faults,
                             blocked=f"group {group_id} is not attached to an IOMMU")
-        return DmaSpace(table, self.owners.key, self.faults)
+        return dma.DmaSpace(table, self.owners.key, self.faults)
 
-    def device_dma_space(self, bdf: str) -> DmaSpace:
+    def device_dma_space(self, bdf: str) -> dma.DmaSpace:
         """:meth:`dma_space` of the group of device ``bdf`` (KeyError for an unknown device)."""
         return self.dma_space(self.devices[bdf].config.group)
 
@@ -130,7 +132,7 @@ class FaultsFile(OpenFile):
 
     kind = FileKind.FAULTS
 
-    def __init__(self, log: FaultLog) -> None:
+    def __init__(self, log: dma.FaultLog) -> None:
         records = log.records()
         lines = [rec.line() for rec in records]
         dropped = records[0].seq - 1 if records else log.dropped

@@ -15,7 +15,7 @@ from ioasidfs.devices.edu import (DMA_CMD_IRQ, DMA_CMD_RUN, DMA_CMD_TO_RAM, DMA_
                                   REG_DMA_SRC, REG_FACTORIAL, REG_ID, REG_IRQ_ACK, REG_IRQ_RAISE,
                                   REG_IRQ_STATUS, REG_LIVENESS, REG_STATUS, STATUS_COMPUTING,
                                   STATUS_IRQFACT, EduDevice, edu_config, factorial32)
-from ioasidfs.devices.dma import DmaSpace, FaultLog   # after edu: see the import note in edu.py
+from ioasidfs.devices.dma import DmaSpace, FaultLog
 from ioasidfs.devices.pci import InterruptLog
 from ioasidfs.engine import translate as T
 from ioasidfs.engine.translate import PROT_READ, PROT_WRITE, FaultReason, OwnerRegistry
