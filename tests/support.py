@@ -30,3 +30,16 @@ def run_ioasidfs(args: Sequence[str], *, timeout: float = 120, input: str | None
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (mount(2) and mount namespaces)")
+
+
+def pending_lines(name: str) -> dict[str, str]:
+    """tests/expected/NAME.pending: expected lines we do not match yet -> why
+    (one per line: `<expected line>  # reason`; `#` lines are comments)."""
+    path = EXPECTED_DIR / f"{name}.pending"
+    pending: dict[str, str] = {}
+    if path.exists():
+        for raw in path.read_text().splitlines():
+            if raw.strip() and not raw.startswith("#"):
+                line, _, why = raw.partition("  # ")
+                pending[line] = why
+    return pending

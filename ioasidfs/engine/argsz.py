@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from typing import Mapping
 
 from ..errors import KernelError
 from ..uapi.layout import FieldValue, Layout
@@ -37,6 +38,13 @@ def read_s32(caller: Caller, arg: int) -> int:
     return value
 
 
+def int_field(fields: Mapping[str, FieldValue], name: str) -> int:
+    """A numeric field of a decoded struct (Layout.unpack gives ints for every non-bytes field)."""
+    value = fields[name]
+    assert isinstance(value, int)
+    return value
+
+
 def read_argsz_struct(caller: Caller, arg: int, layout: Layout, minsz: int,
                       what: str) -> tuple[bytearray, dict[str, FieldValue]]:
     """Copy in the first ``minsz`` bytes of a VFIO argsz struct and check ``argsz >= minsz``.
@@ -45,8 +53,7 @@ def read_argsz_struct(caller: Caller, arg: int, layout: Layout, minsz: int,
     """
     raw = bytearray(copy_in(caller, arg, minsz))
     fields = layout.unpack(raw)
-    argsz = fields["argsz"]
-    assert isinstance(argsz, int)
+    argsz = int_field(fields, "argsz")
     if argsz < minsz:
         raise KernelError(errno.EINVAL, f"{what}: argsz {argsz} is below the minimum {minsz}")
     return raw, fields

@@ -17,15 +17,15 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable
 
 from ..config import IommuConfig
 from ..errors import KernelError
 from ..uapi import iommufd as I
 from ..uapi import vfio as V
 from ..uapi.ioctl import ioc_nr
-from ..uapi.layout import FieldValue, Layout
-from .argsz import copy_in, copy_out, read_argsz_struct, read_u32
+from ..uapi.layout import Layout
+from .argsz import copy_in, copy_out, int_field, read_argsz_struct, read_u32
 from .caller import Caller
 from .capchain import CAP_ALIGNMENT
 from .files import FileKind, OpenFile
@@ -373,7 +373,7 @@ class IommufdContext:
         ``next`` once the second capability's slot begins inside ``argsz``. ``argsz`` always
         becomes the full size; ``cap_offset`` is set only when everything fitted."""
         _, fields = read_argsz_struct(caller, arg, V.TYPE1_INFO, _COMPAT_INFO_MINSZ, "VFIO_IOMMU_GET_INFO")
-        argsz = _int(fields, "argsz")
+        argsz = int_field(fields, "argsz")
         write_back = min(argsz, V.TYPE1_INFO.size)
         ioas = self.compat_ioas()
         pgsizes = ioas.vfio_pgsizes()
@@ -409,12 +409,12 @@ class IommufdContext:
         """iommufd_vfio_map_dma: a FIXED_IOVA IOAS map of ``vaddr``. READ/WRITE only (VADDR is
         EINVAL), neither is fine; no entry limit. Nothing is written back."""
         _, fields = read_argsz_struct(caller, arg, V.DMA_MAP, V.DMA_MAP.size, "VFIO_IOMMU_MAP_DMA")
-        flags = _int(fields, "flags")
+        flags = int_field(fields, "flags")
         if flags & ~_COMPAT_MAP_FLAGS:
             raise KernelError(errno.EINVAL, "iommufd's VFIO compat supports only READ|WRITE map flags")
         ioas = self.compat_ioas()
         # READ and WRITE have IOMMU_READ's and IOMMU_WRITE's values.
-        ioas.map_user(caller, _int(fields, "iova"), _int(fields, "vaddr"), _int(fields, "size"),
+        ioas.map_user(caller, int_field(fields, "iova"), int_field(fields, "vaddr"), int_field(fields, "size"),
                       flags, account_mm=self.account_mm)
         return 0
 
@@ -423,7 +423,7 @@ class IommufdContext:
         written back with ``size`` = the bytes actually unmapped -- also when the unmap
         failed, reporting what was removed before the failure."""
         raw, fields = read_argsz_struct(caller, arg, V.DMA_UNMAP, V.DMA_UNMAP.size, "VFIO_IOMMU_UNMAP_DMA")
-        flags, iova, size = _int(fields, "flags"), _int(fields, "iova"), _int(fields, "size")
+        flags, iova, size = int_field(fields, "flags"), int_field(fields, "iova"), int_field(fields, "size")
         if flags & ~V.VFIO_DMA_UNMAP_FLAG_ALL:
             raise KernelError(errno.EINVAL, "iommufd's VFIO compat supports only the ALL unmap flag")
         ioas = self.compat_ioas()
@@ -474,8 +474,8 @@ class IommufdContext:
         fields = I.IOAS_IOVA_RANGES.unpack(data)
         if fields["reserved"]:
             raise KernelError(errno.EOPNOTSUPP, "IOAS_IOVA_RANGES: __reserved")
-        ioas = self.get_ioas(_int(fields, "ioas_id"))
-        room, array = _int(fields, "num_iovas"), _int(fields, "allowed_iovas")
+        ioas = self.get_ioas(int_field(fields, "ioas_id"))
+        room, array = int_field(fields, "num_iovas"), int_field(fields, "allowed_iovas")
         ranges = ioas.iova_ranges()
         for k, (start, last) in enumerate(ranges[:room]):
             copy_out(caller, array + k * I.IOVA_RANGE.size, I.IOVA_RANGE.pack(start=start, last=last))
@@ -491,12 +491,12 @@ class IommufdContext:
         fields = I.IOAS_ALLOW_IOVAS.unpack(data)
         if fields["reserved"]:
             raise KernelError(errno.EOPNOTSUPP, "IOAS_ALLOW_IOVAS: __reserved")
-        ioas = self.get_ioas(_int(fields, "ioas_id"))
-        array = _int(fields, "allowed_iovas")
+        ioas = self.get_ioas(int_field(fields, "ioas_id"))
+        array = int_field(fields, "allowed_iovas")
         ranges: list[tuple[int, int]] = []
-        for k in range(_int(fields, "num_iovas")):
+        for k in range(int_field(fields, "num_iovas")):
             entry = I.IOVA_RANGE.unpack(copy_in(caller, array + k * I.IOVA_RANGE.size, I.IOVA_RANGE.size))
-            start, last = _int(entry, "start"), _int(entry, "last")
+            start, last = int_field(entry, "start"), int_field(entry, "last")
             if start >= last:
                 raise KernelError(errno.EINVAL, f"allowed range {k} is shorter than two bytes")
             if any(a <= last and start <= b for a, b in ranges):
@@ -510,19 +510,19 @@ class IommufdContext:
         without FIXED_IOVA), a permission (EINVAL), the IOAS (ENOENT), then the map; the chosen
         IOVA is written back (a failed write-back leaves the mapping in place)."""
         fields = I.IOAS_MAP.unpack(data)
-        flags = _int(fields, "flags")
+        flags = int_field(fields, "flags")
         if flags & ~_IOAS_MAP_FLAGS or fields["reserved"]:
             raise KernelError(errno.EOPNOTSUPP, "IOAS_MAP: unknown flags or __reserved")
-        iova, length = _int(fields, "iova"), _int(fields, "length")
+        iova, length = int_field(fields, "iova"), int_field(fields, "length")
         if iova >= U64_MAX or length >= U64_MAX:
             raise KernelError(errno.EOVERFLOW, "IOAS_MAP: iova or length is 2^64-1")
         if not flags & (I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE):
             raise KernelError(errno.EINVAL, "IOAS_MAP: neither READABLE nor WRITEABLE")
-        ioas = self.get_ioas(_int(fields, "ioas_id"))
+        ioas = self.get_ioas(int_field(fields, "ioas_id"))
         prot = (IOMMU_READ if flags & I.IOMMU_IOAS_MAP_READABLE else 0) | (
             IOMMU_WRITE if flags & I.IOMMU_IOAS_MAP_WRITEABLE else 0)
         fixed = bool(flags & I.IOMMU_IOAS_MAP_FIXED_IOVA)
-        iova = ioas.map_user(caller, iova if fixed else None, _int(fields, "user_va"), length, prot,
+        iova = ioas.map_user(caller, iova if fixed else None, int_field(fields, "user_va"), length, prot,
                              account_mm=self.account_mm)
         I.IOAS_MAP.write_fields(data, iova=iova)
         _respond(caller, arg, data)
@@ -533,8 +533,8 @@ class IommufdContext:
         2^64-1 means everything (even nothing); a range with nothing in it is ENOENT. Errors
         write nothing back, even after a partial unmap."""
         fields = I.IOAS_UNMAP.unpack(data)
-        ioas = self.get_ioas(_int(fields, "ioas_id"))
-        iova, length = _int(fields, "iova"), _int(fields, "length")
+        ioas = self.get_ioas(int_field(fields, "ioas_id"))
+        iova, length = int_field(fields, "iova"), int_field(fields, "length")
         if iova == 0 and length == U64_MAX:
             unmapped = ioas.unmap_all()
         else:
@@ -554,12 +554,12 @@ class IommufdContext:
         fields = I.VFIO_IOAS.unpack(data)
         if fields["reserved"]:
             raise KernelError(errno.EOPNOTSUPP, "VFIO_IOAS: __reserved")
-        op = _int(fields, "op")
+        op = int_field(fields, "op")
         if op == I.IOMMU_VFIO_IOAS_GET:
             I.VFIO_IOAS.write_fields(data, ioas_id=self.id_of(self.compat_ioas()))
             _respond(caller, arg, data)
         elif op == I.IOMMU_VFIO_IOAS_SET:
-            self.compat = self.get_ioas(_int(fields, "ioas_id"))
+            self.compat = self.get_ioas(int_field(fields, "ioas_id"))
         elif op == I.IOMMU_VFIO_IOAS_CLEAR:
             self.compat = None
         else:
@@ -577,11 +577,6 @@ def _cap_slot(size: int) -> int:
     """Room a capability takes in the chain: padded to 8 bytes (>= 6.6)."""
     return -(-size // CAP_ALIGNMENT) * CAP_ALIGNMENT
 
-
-def _int(fields: Mapping[str, FieldValue], name: str) -> int:
-    value = fields[name]
-    assert isinstance(value, int)
-    return value
 
 
 class IommufdFile(OpenFile):

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from ..config import IommuConfig
 from ..errors import KernelError
 from ..uapi import vfio as V
-from ..uapi.layout import FieldValue
-from .argsz import copy_in, copy_out, read_argsz_struct
+from .argsz import copy_in, copy_out, int_field, read_argsz_struct
 from .caller import Caller, ProcessKey
 from .capchain import CapChain
 from .dirty import (DIRTY_BITMAP_PAGES_MAX, DIRTY_BITMAP_SIZE_MAX, access_ok, clear_reported,
@@ -163,7 +162,7 @@ class Type1Iommu:
     def map_dma(self, caller: Caller, arg: int) -> int:
         """vfio_iommu_type1_map_dma + vfio_dma_do_map. Nothing is ever written back."""
         _, fields = read_argsz_struct(caller, arg, V.DMA_MAP, _MAP_MINSZ, "VFIO_IOMMU_MAP_DMA")
-        flags, vaddr, iova, size = (_int(fields, name) for name in ("flags", "vaddr", "iova", "size"))
+        flags, vaddr, iova, size = (int_field(fields, name) for name in ("flags", "vaddr", "iova", "size"))
         if flags & ~_MAP_FLAGS:
             raise KernelError(errno.EINVAL, f"MAP_DMA: unknown flags {flags & ~_MAP_FLAGS:#x}")
         # Since 6.18 ("vfio: handle DMA map/unmap up to the addressable limit") size 0 and
@@ -255,7 +254,7 @@ class Type1Iommu:
         """vfio_iommu_type1_unmap_dma + vfio_dma_do_unmap. On success the 24-byte header is
         written back with ``size`` = bytes unmapped (or invalidated); on failure nothing."""
         raw, fields = read_argsz_struct(caller, arg, V.DMA_UNMAP, _UNMAP_MINSZ, "VFIO_IOMMU_UNMAP_DMA")
-        argsz, flags, iova, size = (_int(fields, name) for name in ("argsz", "flags", "iova", "size"))
+        argsz, flags, iova, size = (int_field(fields, name) for name in ("argsz", "flags", "iova", "size"))
         if flags & ~_UNMAP_FLAGS:
             raise KernelError(errno.EINVAL, f"UNMAP_DMA: unknown flags {flags & ~_UNMAP_FLAGS:#x}")
         get_bitmap = bool(flags & V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP)
@@ -268,7 +267,7 @@ class Type1Iommu:
             if argsz < _UNMAP_MINSZ + V.BITMAP.size:
                 raise KernelError(errno.EINVAL, f"UNMAP_DMA: argsz {argsz} has no room for the bitmap")
             bitmap = V.BITMAP.unpack(copy_in(caller, arg + _UNMAP_MINSZ, V.BITMAP.size))
-            bitmap_pgsize, bitmap_size, bitmap_data = (_int(bitmap, n) for n in ("pgsize", "size", "data"))
+            bitmap_pgsize, bitmap_size, bitmap_data = (int_field(bitmap, n) for n in ("pgsize", "size", "data"))
             if not access_ok(bitmap_data, bitmap_size):
                 raise KernelError(errno.EINVAL, "UNMAP_DMA: the bitmap is not user memory")
             verify_bitmap_size(pages_in(size, bitmap_pgsize), bitmap_size)
@@ -340,7 +339,7 @@ class Type1Iommu:
         if not self.v2:
             raise KernelError(errno.EACCES, "DIRTY_PAGES needs a TYPE1v2 container")
         _, fields = read_argsz_struct(caller, arg, V.DIRTY_BITMAP, _DIRTY_MINSZ, "VFIO_IOMMU_DIRTY_PAGES")
-        argsz, flags = _int(fields, "argsz"), _int(fields, "flags")
+        argsz, flags = int_field(fields, "argsz"), int_field(fields, "flags")
         if flags & ~_DIRTY_FLAGS or flags & (flags - 1):
             raise KernelError(errno.EINVAL, f"DIRTY_PAGES: flags {flags:#x} are not one known flag")
         if flags == V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START:
@@ -373,7 +372,7 @@ class Type1Iommu:
             raise KernelError(errno.EINVAL, f"DIRTY_PAGES(GET_BITMAP): argsz {argsz} is too small")
         request = V.DIRTY_BITMAP_GET.unpack(copy_in(caller, arg + _DIRTY_MINSZ, V.DIRTY_BITMAP_GET.size))
         iova, size, pgsize, bitmap_size, bitmap_data = (
-            _int(request, n) for n in ("iova", "size", "bitmap_pgsize", "bitmap_size", "bitmap_data"))
+            int_field(request, n) for n in ("iova", "size", "bitmap_pgsize", "bitmap_size", "bitmap_data"))
         if not size:
             raise KernelError(errno.EINVAL, "DIRTY_PAGES(GET_BITMAP): size 0")
         last = _last_byte(iova, size)
@@ -402,11 +401,6 @@ def _last_byte(start: int, size: int) -> int | None:
     last = start + size - 1
     return last if last < _U64_LIMIT else None
 
-
-def _int(fields: Mapping[str, FieldValue], name: str) -> int:
-    value = fields[name]
-    assert isinstance(value, int)
-    return value
 
 
 def type1_check_extension(iommu: Type1Iommu | None, arg: int) -> int:

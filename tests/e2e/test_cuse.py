@@ -161,7 +161,7 @@ if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == GUEST:
 import pytest  # noqa: E402  (the guest side above needs nothing but the standard library)
 
 sys.path.insert(0, str(ROOT / "tests"))
-from support import EXPECTED_DIR, require_root  # noqa: E402
+from support import EXPECTED_DIR, pending_lines, require_root  # noqa: E402
 
 
 def find_vm() -> Path | None:
@@ -235,16 +235,6 @@ def _section(sections: dict[str, str], prefix: str) -> tuple[str, str]:
     return title, sections[title]
 
 
-def _pending(name: str) -> dict[str, str]:
-    path = EXPECTED_DIR / f"{name}.pending"
-    pending: dict[str, str] = {}
-    if path.exists():
-        for raw in path.read_text().splitlines():
-            if raw.strip() and not raw.startswith("#"):
-                line, _, why = raw.partition("  # ")
-                pending[line] = why
-    return pending
-
 
 def test_nodes_are_char_devices_with_the_kernels_modes(cuse_run: dict[str, str]) -> None:
     assert "serving /dev/vfio/vfio" in cuse_run["ready"], cuse_run["ready"]
@@ -265,7 +255,7 @@ def test_program_output_matches_the_kernel(name: str, cuse_run: dict[str, str]) 
     got = out.splitlines()
     assert len(got) == len(expected), f"{len(got)} lines printed, the kernel printed {len(expected)}"
     # FUSE-only pending lines may match on a real char device: either way is fine here.
-    tolerated = _pending(name) | CUSE_PENDING.get(name, {})
+    tolerated = pending_lines(name) | CUSE_PENDING.get(name, {})
     mismatches = [f"line {n}: kernel {want!r}, ours {have!r}"
                   for n, (want, have) in enumerate(zip(expected, got), 1)
                   if want != have and want not in tolerated]

@@ -11,22 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from support import EXPECTED_DIR, require_root, run_ioasidfs
+from support import EXPECTED_DIR, pending_lines, require_root, run_ioasidfs
 
 PROGRAMS = ["container_basics", "ioasid_basics", "type1_flow", "type1_limits", "ioasid_container", "type1_lifetime",
             "edu_driver", "device_ioctls"]
 
-
-def _pending(name: str) -> dict[str, str]:
-    """Expected lines we do not match yet -> why (one per line: `<expected line>  # reason`)."""
-    path = EXPECTED_DIR / f"{name}.pending"
-    pending: dict[str, str] = {}
-    if path.exists():
-        for raw in path.read_text().splitlines():
-            if raw.strip() and not raw.startswith("#"):
-                line, _, why = raw.partition("  # ")
-                pending[line] = why
-    return pending
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
@@ -38,7 +27,7 @@ def test_program_output_matches_the_kernel(name: str, compile_c) -> None:  # typ
     expected = (EXPECTED_DIR / f"{name}.txt").read_text().splitlines()
     got = result.stdout.splitlines()
     assert len(got) == len(expected), f"{len(got)} lines printed, the kernel printed {len(expected)}"
-    pending = _pending(name)
+    pending = pending_lines(name)
     mismatches = []
     fixed = []
     for number, (want, have) in enumerate(zip(expected, got), 1):
