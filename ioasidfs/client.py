@@ -33,6 +33,7 @@ SYS_pidfd_getfd = 438
 PIDFD_THREAD = os.O_EXCL  # pidfd_open flag (6.9+): the pid is a thread id
 CAP_IPC_LOCK = 14
 CAP_SYS_RAWIO = 17
+CAP_SYS_ADMIN = 21
 
 
 class _IoVec(ctypes.Structure):

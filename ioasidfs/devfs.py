@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Union
 
 from . import vfs
-from .client import (CAP_IPC_LOCK, ProcessFds, ProcessMemory, locked_pages, memlock_limit, read_status,
-                     start_time, user_range_ok)
+from .client import (CAP_IPC_LOCK, CAP_SYS_ADMIN, ProcessFds, ProcessMemory, locked_pages,
+                     memlock_limit, read_status, start_time, user_range_ok)
 from .engine import FOREIGN, Caller, ClientMemory, Engine, FileKind, OpenFile
 from .devtree import DevTree, Node
 from .errors import KernelError
@@ -54,8 +54,6 @@ log = logging.getLogger("ioasidfs")
 IDENTIFY = IOR(0xA5, 0x1D, 16)
 """Private ioctl: "which open file are you?". Answered with (token, fh), only to our own threads."""
 _IDENTIFY_REPLY = struct.Struct("<QQ")
-_MAX_STRING = 4096
-CAP_SYS_ADMIN = 21
 
 IoctlResult = Union[int, OpenFile]
 """What a driver's ioctl gives: a value, or (VFIO_GROUP_GET_DEVICE_FD) a new open file."""
@@ -158,8 +156,8 @@ class DevFs:
         pass
 
     # ------------------------------------------------------------------ files
-    def caller(self, ctx: RequestContext, memory: ClientMemory | None = None) -> Caller:
-        return self._caller_for(ctx.pid, memory)
+    def caller(self, ctx: RequestContext) -> Caller:
+        return self._caller_for(ctx.pid)
 
     def _caller_for(self, pid: int, memory: ClientMemory | None = None) -> Caller:
         """The engine's view of thread ``pid``: everything is looked up lazily, on first use,
