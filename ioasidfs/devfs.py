@@ -337,14 +337,13 @@ class DevFs:
         return result
 
     def _node_for_new_file(self, file: OpenFile) -> Node:
-        """EXTENSION POINT (device fds): the node through which a new ``file`` reaches the caller.
-
-        The kernel's device fds are anonymous inodes ("anon_inode:[vfio-device]"); ours must be a
-        file of our mount, so some node stands in for them, and which one (a hidden node per
-        device, say) is the devices work's decision. Until then: the first node of the file's
-        kind, or EOPNOTSUPP when the tree has none.
-        """
-        node = next((n for n in self.tree.nodes.values() if n.kind is file.kind), None)
+        """The node through which a new ``file`` reaches the caller: the node of its kind whose
+        key is the file's ``node_key`` (a device fd: ``devfds/<bdf>``). The kernel's device
+        fds are anonymous inodes; ours must be files of the mount, opened by us and installed
+        in the caller. EOPNOTSUPP when the tree has no such node."""
+        node = next((n for n in self.tree.nodes.values()
+                     if n.kind is file.kind and file.node_key is not None
+                     and n.key == file.node_key), None)
         if node is None:
             self.engine.release(file)
             raise KernelError(errno.EOPNOTSUPP, f"no node can carry a new {file.kind.value} file")

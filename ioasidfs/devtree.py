@@ -10,6 +10,8 @@ Paths and modes mirror what the kernel and udev create on a machine with VFIO an
     ioasid           0660  iommufd (drivers/iommu/iommufd/main.c: misc device mode 0660)
     iommu            0660  the kernel's name for the same thing
     faults           0444  ours, not the kernel's: the IOMMU fault log (never bound into /dev)
+    devfds/          0755  ours: what device fds are opened through (never bound into /dev)
+      <bdf>          0600  one per device; only VFIO_GROUP_GET_DEVICE_FD opens it
 
 Nodes are regular files: FUSE cannot serve character devices (their opens would go to the real
 driver by rdev). Metadata only: what an open of a node *does* is the engine's business.
@@ -34,7 +36,8 @@ class Node:
     uid: int = 0
     gid: int = 0
     ctime: float = 0.0
-    key: object = None  # group id for GROUP, device BDF for CDEV
+    key: object = None  # group id for GROUP, device BDF for CDEV and DEVICE
+    target: str | None = None  # a symbolic link's target (the node is then a link, kind None)
     children: dict[str, "Node"] = field(default_factory=dict)
 
     @property
@@ -48,10 +51,15 @@ class Node:
 
     @property
     def is_dir(self) -> bool:
-        return self.kind is None
+        return self.kind is None and self.target is None
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.target is not None
 
 
 ROOT_INO = 1
+DEVICE_FDS_DIR = "devfds"
 
 
 class DevTree:
@@ -71,6 +79,11 @@ class DevTree:
         self._add("ioasid", FileKind.IOMMUFD, 0o660, self.root)
         self._add("iommu", FileKind.IOMMUFD, 0o660, self.root)
         self._add("faults", FileKind.FAULTS, 0o444, self.root)
+        # The kernel's device fds are anonymous inodes; ours must be files of the mount. The
+        # seccomp supervisor opens these for VFIO_GROUP_GET_DEVICE_FD (devfs.StagedFile).
+        self.device_fds = self._add(DEVICE_FDS_DIR, None, 0o755, self.root)
+        for device in config.devices:
+            self._add(device.bdf, FileKind.DEVICE, 0o600, self.device_fds, key=device.bdf)
 
     def _add(self, name: str, kind: FileKind | None, mode: int, parent: Node | None, key: object = None) -> Node:
         ino = len(self.nodes) + ROOT_INO
@@ -87,8 +100,14 @@ class DevTree:
             node.uid, node.gid = uid, gid
 
     def _dev_nodes(self) -> list[Node]:
-        """The root's children that stand for /dev entries (not the fault log)."""
-        return [n for n in self.root.children.values() if n.kind is not FileKind.FAULTS]
+        """The root's children that stand for /dev entries (not the fault log, not the
+        carriers of device fds)."""
+        return [n for n in self.root.children.values()
+                if n.kind is not FileKind.FAULTS and n is not self.device_fds]
+
+    def device_fd_node(self, bdf: str) -> Node:
+        """The node a device fd of ``bdf`` is opened through."""
+        return self.device_fds.children[bdf]
 
     def top_level_names(self) -> tuple[str, ...]:
         return tuple(n.name for n in self._dev_nodes())

@@ -45,6 +45,42 @@ class ClientMemory(Protocol):
     def write(self, addr: int, data: bytes) -> None: ...
 
 
+class EventSignal(Protocol):
+    """An eventfd of the caller, kept by the engine to signal interrupts through (SET_IRQS,
+    IOEVENTFD, low-power wakeup): the kernel's ``struct eventfd_ctx`` reference.
+
+    The daemon's implementation holds a copy of the caller's eventfd (pidfd_getfd), so it stays
+    valid after the caller closes its fd, as the kernel's reference does; tests use
+    :class:`FakeEventfd`. ``signal`` adds 1 to the counter (eventfd_signal); ``close`` drops the
+    reference (eventfd_ctx_put) and must be called exactly once.
+    """
+
+    def signal(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FakeEventfd:
+    """An eventfd for tests: counts signals; ``closed`` once the engine let go of it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.closed = False
+
+    def signal(self) -> None:
+        assert not self.closed, "signal() on a released eventfd"
+        self.count += 1
+
+    def close(self) -> None:
+        assert not self.closed, "close() twice"
+        self.closed = True
+
+    def take(self) -> int:
+        """The counter's value, reset to 0 (what a read() of an eventfd does)."""
+        value, self.count = self.count, 0
+        return value
+
+
 class ForeignFile:
     """An fd of the caller that is not one of our files (a pipe, an eventfd, /dev/null...)."""
 
@@ -77,6 +113,11 @@ class Caller:
     * ``uid()`` is the caller's real uid: iommufd charges pins per user (``current_user()``)
       unless the context accounts per process.
 
+    ``eventfd(fd)`` takes a reference to the caller's eventfd ``fd`` (eventfd_ctx_fdget): an
+    :class:`EventSignal`, or KernelError EBADF for a closed/negative fd and EINVAL for an fd that
+    is not an eventfd. Like ``resolve_fd`` it may block, so ioctls that take eventfds run in a
+    worker thread (``IoctlDef.takes_fds``).
+
     The defaults describe a caller whose every page is pinnable and charged, with nothing
     locked yet and no limit: right for tests that do not care, wrong for a real process.
     """
@@ -92,6 +133,7 @@ class Caller:
     locked_pages: Callable[[], int] = field(default=lambda: 0)
     start_time: Callable[[], int] = field(default=lambda: 0)
     uid: Callable[[], int] = field(default=lambda: 0)
+    eventfd: Callable[[int], EventSignal] = field(default=lambda fd: _no_eventfds(fd))
 
     def process(self) -> int:
         """The caller's thread group (process) id: what the kernel calls current->mm's owner."""
@@ -103,6 +145,10 @@ class Caller:
 
 
 def _no_fds(fd: int) -> object:
+    raise KernelError(errno.EBADF, f"fd {fd} is not open")
+
+
+def _no_eventfds(fd: int) -> EventSignal:
     raise KernelError(errno.EBADF, f"fd {fd} is not open")
 
 

@@ -10,6 +10,8 @@ import errno
 import logging
 
 from ..config import DeviceConfig
+from ..devices.generic import create_device
+from ..devices.pci import PciFunction
 from ..errors import KernelError
 from ..uapi import vfio as V
 from .argsz import read_argsz_struct
@@ -23,12 +25,14 @@ _BIND_MINSZ = V.DEVICE_BIND_IOMMUFD.field_end("out_devid")
 
 
 class Device:
-    """One emulated PCI function."""
+    """One emulated PCI function bound to vfio-pci: ``function`` is the hardware (its model,
+    ioasidfs.devices), the rest is what vfio-pci keeps about it."""
 
     def __init__(self, config: DeviceConfig, index: int) -> None:
         self.config = config
         self.name = config.bdf
         self.cdev_name = f"vfio{index}"
+        self.function: PciFunction = create_device(config)
 
 
 class CdevFile(OpenFile):

@@ -66,6 +66,10 @@ class Engine:
                                               owners=self.owners))
         if kind is FileKind.FAULTS:
             return FaultsFile(self.faults)
+        if kind is FileKind.SYSFS:
+            # The node's key knows what its file shows (ioasidfs.sysfs): sysfs is a view of
+            # the engine's devices and groups, not kernel state of its own.
+            return key.open(self)  # type: ignore[attr-defined, no-any-return]
         if kind is FileKind.GROUP:
             assert isinstance(key, int)
             return self._open_group(self.groups[key])

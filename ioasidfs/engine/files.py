@@ -23,12 +23,16 @@ class FileKind(enum.Enum):
     IOMMUFD = "iommufd"  # /dev/iommu, /dev/ioasid
     DEVICE = "device"  # an fd from VFIO_GROUP_GET_DEVICE_FD
     FAULTS = "faults"  # /faults at the mount's root: the IOMMU fault log (read-only text)
+    SYSFS = "sysfs"  # a file of the fake sysfs (attributes, config space)
 
 
 class OpenFile:
     """Base of every open file. Subclasses override what their kernel file_operations define."""
 
     kind: FileKind
+    #: Which node of its kind a new file (one a trapped ioctl hands out) is opened through:
+    #: the device BDF of a device fd. None for files that are only ever opened by path.
+    node_key: object = None
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         raise NotImplementedError

@@ -47,6 +47,7 @@ class NodeKind(enum.StrEnum):
     CDEV = "cdev"
     IOMMUFD = "iommufd"
     FAULTS = "faults"  # the fault log file: answers no ioctl
+    SYSFS = "sysfs"  # a fake sysfs file: answers no ioctl
 
 
 class ArgKind(enum.Enum):

@@ -25,9 +25,10 @@ PID = 4242
 
 
 class NewContainerFile(OpenFile):
-    """Stands in for a device file: what a future GET_DEVICE_FD returns."""
+    """Stands in for a device file: a new file carried by the node of its kind and key."""
 
-    kind = FileKind.CONTAINER
+    kind = FileKind.GROUP
+    node_key: object = 2
 
     def __init__(self) -> None:
         self.released = False
@@ -42,13 +43,15 @@ class NewContainerFile(OpenFile):
 class MakesNewFiles(OpenFile):
     kind = FileKind.GROUP
 
-    def __init__(self, kind: FileKind = FileKind.CONTAINER) -> None:
+    def __init__(self, kind: FileKind = FileKind.GROUP) -> None:
         self.made: list[NewContainerFile] = []
         self.new_kind = kind
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         new = NewContainerFile()
         new.kind = self.new_kind
+        if self.new_kind is not FileKind.GROUP:
+            new.node_key = None
         self.made.append(new)
         return new  # type: ignore[return-value]  # the devices work widens ioctl's result
 
@@ -124,7 +127,7 @@ def test_a_new_file_is_staged_and_carried_by_our_own_open() -> None:
     w.give(4, "/dev/vfio/1", maker)
     staged = w.trapped(4, V.VFIO_GROUP_GET_DEVICE_FD)
     assert isinstance(staged, StagedFile)
-    assert staged.file is maker.made[0] and staged.node.path == "/dev/vfio/vfio"
+    assert staged.file is maker.made[0] and staged.node.path == "/dev/vfio/2"
     # Our worker thread's open of the node carries the staged file; anyone else's does not.
     w.fs._staged[777] = staged
     other = w.fs.open(RequestContext(pid=778, uid=0, gid=0, unique=1), staged.node.ino, os.O_RDWR)
@@ -147,7 +150,7 @@ def test_an_unopened_new_file_is_released_when_abandoned() -> None:
 
 def test_a_new_file_without_a_node_to_carry_it() -> None:
     w = World()
-    maker = MakesNewFiles(FileKind.DEVICE)  # no DEVICE node in today's tree
+    maker = MakesNewFiles(FileKind.DEVICE)  # a device file that names no device
     w.give(4, "/dev/vfio/1", maker)
     assert w.errno_of(4, V.VFIO_GROUP_GET_DEVICE_FD) == errno.EOPNOTSUPP
     assert maker.made[0].released
