@@ -348,6 +348,45 @@ class ProcessFds:
             os.close(pidfd)
 
 
+
+class ProcessEventfd:
+    """Our reference to an eventfd of a client (the kernel's ``eventfd_ctx``): a copy of its fd,
+    so it outlives the client's own close, as the kernel's reference does. Implements the
+    engine's ``EventSignal``."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def take(cls, fds: ProcessFds, fd: int) -> ProcessEventfd:
+        """eventfd_ctx_fdget: EBADF for a closed fd, EINVAL for an fd that is not an eventfd."""
+        copy = fds.copy(fd)
+        try:
+            target = os.readlink(f"/proc/self/fd/{copy}")
+        except OSError:
+            target = ""
+        if target != "anon_inode:[eventfd]":
+            os.close(copy)
+            raise KernelError(errno.EINVAL, f"fd {fd} is not an eventfd ({target or 'unknown'})")
+        return cls(copy)
+
+    def signal(self) -> None:
+        """eventfd_signal: add 1. Never blocks (O_NONBLOCK is the client's flag on the shared
+        file, so an overflowing counter -- 2^64-2 signals -- fails EAGAIN instead; the kernel
+        saturates there too)."""
+        try:
+            os.write(self.fd, _ONE)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+_ONE = (1).to_bytes(8, "little")
+
 IOV_MAX = 1024
 """Most iovecs one process_vm_readv/writev call takes (UIO_MAXIOV)."""
 

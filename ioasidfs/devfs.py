@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Union
 
 from . import vfs
-from .client import (CAP_IPC_LOCK, CAP_SYS_ADMIN, ProcessFds, ProcessMemory, locked_pages,
-                     memlock_limit, read_status, start_time, user_range_ok)
+from .client import (CAP_IPC_LOCK, CAP_SYS_ADMIN, ProcessEventfd, ProcessFds, ProcessMemory,
+                     locked_pages, memlock_limit, read_status, start_time, user_range_ok)
 from .engine import FOREIGN, Caller, ClientMemory, Engine, FileKind, OpenFile
 from .devtree import DevTree, Node
 from .errors import KernelError
@@ -177,7 +177,8 @@ class DevFs:
                       check_user_range=lambda vaddr, size, write: user_range_ok(pid, vaddr, size, write),
                       locked_pages=lambda: locked_pages(pid),
                       start_time=lambda: start_time(tgid()),
-                      uid=lambda: read_status(pid).uid)
+                      uid=lambda: read_status(pid).uid,
+                      eventfd=lambda fd: ProcessEventfd.take(ProcessFds(_tgid_of(pid)), fd))
 
     def open(self, ctx: RequestContext, ino: int, flags: int) -> OpenReply:
         node = self._node(ino)
