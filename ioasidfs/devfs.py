@@ -106,8 +106,12 @@ class DevFs:
     def _attr(self, node: Node) -> Attr:
         nlink = 2 + sum(1 for c in node.children.values() if c.is_dir) if node.is_dir else 1
         t = int(node.ctime) or self._started
-        return Attr(ino=node.ino, mode=node.mode, nlink=nlink, uid=node.uid, gid=node.gid,
-                    atime=t, mtime=t, ctime=t)
+        # A symbolic link's size is its target's length; a sysfs file's is what sysfs shows
+        # (4096 for an attribute, the config space's size for `config`).
+        size = (len(os.fsencode(node.target)) if node.target is not None
+                else getattr(node.key, "size", 0) if node.kind is FileKind.SYSFS else 0)
+        return Attr(ino=node.ino, mode=node.mode, size=size, nlink=nlink, uid=node.uid,
+                    gid=node.gid, atime=t, mtime=t, ctime=t)
 
     def lookup(self, ctx: RequestContext, parent_ino: int, name: bytes) -> Attr:
         child = self._node(parent_ino).children.get(os.fsdecode(name))
@@ -147,10 +151,17 @@ class DevFs:
     def readdir(self, ctx: RequestContext, ino: int, fh: int, offset: int) -> Iterable[DirEntry]:
         node = self._node(ino)
         parent = node.parent or node
-        entries = [(node.ino, ".", True), (parent.ino, "..", True)]
-        entries += [(c.ino, c.name, c.is_dir) for c in node.children.values()]
-        return [DirEntry(i, os.fsencode(name), abi.DirentType.DIR if is_dir else abi.DirentType.REG, index + 1)
-                for index, (i, name, is_dir) in enumerate(entries) if index >= offset]
+        entries: list[tuple[int, str, int]] = [(node.ino, ".", abi.DirentType.DIR),
+                                               (parent.ino, "..", abi.DirentType.DIR)]
+        entries += [(c.ino, c.name, _dirent_type(c)) for c in node.children.values()]
+        return [DirEntry(i, os.fsencode(name), kind, index + 1)
+                for index, (i, name, kind) in enumerate(entries) if index >= offset]
+
+    def readlink(self, ctx: RequestContext, ino: int) -> bytes:
+        node = self._node(ino)
+        if node.target is None:
+            raise KernelError(errno.EINVAL, "not a symbolic link")
+        return os.fsencode(node.target)
 
     def releasedir(self, ctx: RequestContext, ino: int, fh: int) -> None:
         pass
@@ -186,6 +197,10 @@ class DevFs:
             raise KernelError(errno.EISDIR, "is a directory")
         if node.kind is FileKind.FAULTS and flags & os.O_ACCMODE != os.O_RDONLY:
             raise KernelError(errno.EACCES, "the fault log is read-only")
+        if (node.kind is FileKind.SYSFS and flags & os.O_ACCMODE != os.O_RDONLY
+                and not getattr(node.key, "writable", False)):
+            # kernfs_fop_open: EACCES for a write open of a file without a store, even for root.
+            raise KernelError(errno.EACCES, "read-only sysfs attribute")
         staged = self._staged.get(ctx.pid)
         if staged is not None and staged.node is node and not staged.claimed:
             staged.claimed = True  # our supervisor opening a file the engine already made
@@ -499,6 +514,12 @@ class StagedFile:
         if not self.claimed:
             self.claimed = True
             self.fs.engine.release(self.file)
+
+
+def _dirent_type(node: Node) -> int:
+    if node.is_symlink:
+        return abi.DirentType.LNK
+    return abi.DirentType.DIR if node.is_dir else abi.DirentType.REG
 
 
 def _tgid_of(tid: int) -> int:

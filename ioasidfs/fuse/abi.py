@@ -40,6 +40,10 @@ MIN_READ_BUFFER: Final = 8192
 MAX_ERRNO: Final = 511
 """The kernel rejects a reply whose negated ``error`` is outside 1..511 (``-512 < error``)."""
 
+READLINK_MAX: Final = PAGE_SIZE - 1
+"""Longest symbolic link target a READLINK reply may carry: the kernel reads the reply into one
+page and keeps the last byte for the terminating NUL (fuse_readlink_page)."""
+
 CUSE_INIT_INFO_MAX: Final = 4096
 """Maximum size of the ``KEY=value\\0`` device info that follows ``cuse_init_out``."""
 

@@ -233,6 +233,14 @@ class ReleaseDir:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadLink:
+    """readlink() of the symbolic link ``header.nodeid`` (also sent when a path walk follows
+    it). No body; answered with the target's bytes."""
+
+    header: RequestHeader
+
+
+@dataclass(frozen=True, slots=True)
 class StatFs:
     """statfs() on the mount."""
 
@@ -274,7 +282,8 @@ class Unknown:
 
 Request: TypeAlias = (Init | CuseInit | Lookup | Forget | BatchForget | GetAttr | SetAttr | Open
                       | Read | Write | Flush | Release | Ioctl | Poll | OpenDir | ReadDir
-                      | ReadDirPlus | ReleaseDir | StatFs | Access | Interrupt | Destroy | Unknown)
+                      | ReadDirPlus | ReleaseDir | ReadLink | StatFs | Access | Interrupt
+                      | Destroy | Unknown)
 
 
 class MalformedRequest(ProtocolError):
@@ -420,6 +429,10 @@ def _parse_poll(header: RequestHeader, buf: ReadBuffer, end: int) -> Poll:
     return Poll(header, fh, kh, flags, events)
 
 
+def _parse_readlink(header: RequestHeader, buf: ReadBuffer, end: int) -> ReadLink:
+    return ReadLink(header)
+
+
 def _parse_statfs(header: RequestHeader, buf: ReadBuffer, end: int) -> StatFs:
     return StatFs(header)
 
@@ -458,6 +471,7 @@ _BODY_PARSERS: Final[dict[int, tuple[int, _BodyParser]]] = {
     abi.Opcode.READDIR: (abi.READ_IN.size, _parse_readdir),
     abi.Opcode.READDIRPLUS: (abi.READ_IN.size, _parse_readdirplus),
     abi.Opcode.RELEASEDIR: (abi.RELEASE_IN.size, _parse_releasedir),
+    abi.Opcode.READLINK: (0, _parse_readlink),
     abi.Opcode.STATFS: (0, _parse_statfs),
     abi.Opcode.ACCESS: (abi.ACCESS_IN.size, _parse_access),
     abi.Opcode.INTERRUPT: (abi.INTERRUPT_IN.size, _parse_interrupt),
@@ -623,6 +637,15 @@ def attr_reply(unique: int, attr: Attr, params: EntryParams) -> bytes:
     attr_sec, attr_nsec = _seconds_and_nanoseconds(params.attr_timeout)
     return _ATTR_REPLY.pack(_ATTR_REPLY.size, 0, unique, attr_sec, attr_nsec,
                             *_attr_fields(attr))
+
+
+def readlink_reply(unique: int, target: bytes) -> bytes:
+    """READLINK success: the link's target, without a terminating NUL. The kernel takes 1 to
+    ``abi.READLINK_MAX`` bytes (one page less its NUL) and fails the readlink otherwise."""
+    if not 0 < len(target) <= abi.READLINK_MAX or b"\0" in target:
+        raise ValueError(f"symbolic link target of {len(target)} bytes is empty, longer than "
+                         f"{abi.READLINK_MAX} or holds a NUL")
+    return data_reply(unique, target)
 
 
 def open_reply(unique: int, fh: int, open_flags: int) -> bytes:

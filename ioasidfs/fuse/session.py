@@ -24,10 +24,10 @@ from ioasidfs.fuse import abi
 from ioasidfs.fuse.codec import (
     Access, Attr, BatchForget, CuseInit, Destroy, DirEntry, EntryParams, Flush, Forget, FsStats,
     GetAttr, Init, Interrupt, Ioctl, Lookup, MalformedRequest, Open, OpenDir, Poll, Read,
-    ReadBuffer, ReadDir, ReadDirPlus, Release, ReleaseDir, Request, RequestHeader, SetAttr,
-    StatFs, Write, attr_reply, cuse_init_reply, data_reply, empty_reply, entry_reply,
+    ReadBuffer, ReadDir, ReadDirPlus, ReadLink, Release, ReleaseDir, Request, RequestHeader,
+    SetAttr, StatFs, Write, attr_reply, cuse_init_reply, data_reply, empty_reply, entry_reply,
     error_reply, init_reply, init_version_reply, ioctl_reply, open_reply, parse_request,
-    poll_reply, readdir_reply, readdirplus_reply, statfs_reply, write_reply)
+    poll_reply, readdir_reply, readdirplus_reply, readlink_reply, statfs_reply, write_reply)
 
 log = logging.getLogger("ioasidfs.fuse")
 
@@ -46,7 +46,7 @@ _UNANSWERED: Final = frozenset({Forget, BatchForget, Interrupt})
 
 _ALWAYS_LOCK_FREE: Final = frozenset({Init, CuseInit, Forget, BatchForget, Interrupt, StatFs,
                                       Lookup, GetAttr, SetAttr, Access, OpenDir, ReadDir,
-                                      ReadDirPlus, ReleaseDir})
+                                      ReadDirPlus, ReleaseDir, ReadLink})
 """Request types answered on the reader thread whatever the engine is doing. Metadata requests
 are among them: they only touch the tree, never the engine, and a worker that holds the engine
 lock may itself cause one (an fstat() of a file of ours sends GETATTR), which must not wait."""
@@ -136,6 +136,9 @@ class Filesystem(Protocol):
 
     def poll(self, ctx: RequestContext, ino: int, fh: int, kh: int, events: int) -> int:
         """Returns the POLL* events ready now."""
+
+    def readlink(self, ctx: RequestContext, ino: int) -> bytes:
+        """The target of the symbolic link ``ino`` (1 to ``abi.READLINK_MAX`` bytes)."""
 
     def opendir(self, ctx: RequestContext, ino: int) -> int:
         """opendir(); returns a directory handle."""
@@ -399,7 +402,8 @@ class FuseSession(BaseSession):
             Init: self._init, Lookup: self._lookup, Forget: self._forget,
             BatchForget: self._batch_forget, GetAttr: self._getattr, SetAttr: self._setattr,
             OpenDir: self._opendir, ReadDir: self._readdir, ReadDirPlus: self._readdirplus,
-            ReleaseDir: self._releasedir, StatFs: self._statfs, Access: self._access}
+            ReleaseDir: self._releasedir, ReadLink: self._readlink, StatFs: self._statfs,
+            Access: self._access}
 
     def _init(self, request: Init) -> bytes:
         unique = request.header.unique
@@ -481,6 +485,13 @@ class FuseSession(BaseSession):
     def _releasedir(self, request: ReleaseDir) -> bytes:
         self._fs.releasedir(_context(request.header), request.header.nodeid, request.fh)
         return empty_reply(request.header.unique)
+
+    def _readlink(self, request: ReadLink) -> bytes:
+        target = self._fs.readlink(_context(request.header), request.header.nodeid)
+        if not 0 < len(target) <= abi.READLINK_MAX or b"\0" in target:
+            raise FilesystemContractError(f"readlink returned a target of {len(target)} bytes "
+                                          "(empty, too long, or with a NUL)")
+        return readlink_reply(request.header.unique, target)
 
     def _statfs(self, request: StatFs) -> bytes:
         return statfs_reply(request.header.unique, self._fs.statfs(_context(request.header)))

@@ -335,6 +335,23 @@ def test_fixed_replies() -> None:
                                                              6, 7, 8, 0))
 
 
+def test_readlink_request_has_no_body() -> None:
+    request = parse(kernel_request(abi.Opcode.READLINK, nodeid=9))
+    assert request == codec.ReadLink(codec.RequestHeader(40, 5, 7, 9, 1000, 100, 4242))
+
+
+def test_readlink_reply_is_the_target_without_nul() -> None:
+    target = b"../../../kernel/iommu_groups/1"
+    assert codec.readlink_reply(4, target) == out(4, target)
+    assert len(codec.readlink_reply(4, b"x" * 4095)) == 16 + 4095
+
+
+@pytest.mark.parametrize("target", [b"", b"x" * 4096, b"a\0b"])
+def test_readlink_reply_refuses_what_the_kernel_would_reject(target: bytes) -> None:
+    with pytest.raises(ValueError):
+        codec.readlink_reply(4, target)
+
+
 def test_ioctl_reply() -> None:
     assert codec.ioctl_reply(2, 7, b"") == out(2, struct.pack("<iIII", 7, 0, 0, 0))
     assert codec.ioctl_reply(2, -1, b"xy") == out(2, struct.pack("<iIII", -1, 0, 0, 0) + b"xy")

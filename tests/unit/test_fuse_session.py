@@ -18,7 +18,7 @@ IN_HEADER = "<IIQQIIIHH"
 OUT_HEADER = "<IiQ"
 INIT_OUT = "<IIIIHHIIHHII24x"
 
-ROOT, VFIO_DIR, CONTAINER, IOASID = 1, 2, 3, 4
+ROOT, VFIO_DIR, CONTAINER, IOASID, LINK = 1, 2, 3, 4, 5
 IDENTITY_IOCTL, BLOCKING_IOCTL, PLAIN_IOCTL, FAILING_IOCTL = 0xC0083B99, 0x3B6A, 0x3B64, 0x3B00
 KERNEL_FLAGS = (abi.InitFlag.ASYNC_READ | abi.InitFlag.BIG_WRITES | abi.InitFlag.DO_READDIRPLUS
                 | abi.InitFlag.MAX_PAGES | abi.InitFlag.INIT_EXT
@@ -33,6 +33,7 @@ class FakeFilesystem:
         self.failure: BaseException | None = None
         self.read_data = b"data"
         self.ioctl_data = b""
+        self.link_target = b"../vfio"
 
     def _call(self, *call: object) -> None:
         self.calls.append(call)
@@ -100,6 +101,12 @@ class FakeFilesystem:
 
     def releasedir(self, ctx: RequestContext, ino: int, fh: int) -> None:
         self._call("releasedir", ino, fh)
+
+    def readlink(self, ctx: RequestContext, ino: int) -> bytes:
+        self._call("readlink", ino)
+        if ino != LINK:
+            raise KernelError(errno.EINVAL, "not a symbolic link")
+        return self.link_target
 
     def statfs(self, ctx: RequestContext) -> FsStats:
         self._call("statfs")
@@ -407,6 +414,23 @@ def test_flush_release_access(session: FuseSession, fs: FakeFilesystem) -> None:
                         ("access", ROOT, 4), ("access", ROOT, 2)]
 
 
+def test_readlink_replies_with_the_target(session: FuseSession, fs: FakeFilesystem) -> None:
+    reply = exchange(session, kernel_request(abi.Opcode.READLINK, nodeid=LINK))
+    assert out_header(reply) == (16 + 7, 0, 7)
+    assert body_of(reply) == b"../vfio"
+    assert error_of(exchange(session, kernel_request(abi.Opcode.READLINK,
+                                                     nodeid=IOASID))) == errno.EINVAL
+    assert fs.calls == [("readlink", LINK), ("readlink", IOASID)]
+
+
+@pytest.mark.parametrize("target", [b"", b"x" * 4096, b"a\0b"])
+def test_readlink_target_the_kernel_cannot_take_is_eio(session: FuseSession, fs: FakeFilesystem,
+                                                      target: bytes) -> None:
+    fs.link_target = target
+    assert error_of(exchange(session, kernel_request(abi.Opcode.READLINK,
+                                                     nodeid=LINK))) == errno.EIO
+
+
 def test_ioctl_result_and_data(session: FuseSession, fs: FakeFilesystem) -> None:
     fs.ioctl_data = b"12345678"
     reply = exchange(session, ioctl_request(IDENTITY_IOCTL, b"abcdefgh", 8))
@@ -501,6 +525,7 @@ def test_destroy_finishes_the_session(session: FuseSession, fs: FakeFilesystem) 
     (ioctl_request(PLAIN_IOCTL), Dispatch.INLINE),
     (kernel_request(abi.Opcode.LOOKUP, b"vfio\0"), Dispatch.LOCK_FREE),  # metadata: no engine
     (kernel_request(abi.Opcode.GETATTR, bytes(16)), Dispatch.LOCK_FREE),
+    (kernel_request(abi.Opcode.READLINK), Dispatch.LOCK_FREE),
     (kernel_request(abi.Opcode.OPEN, struct.pack("<II", 0, 0)), Dispatch.INLINE),
     (kernel_request(abi.Opcode.DESTROY), Dispatch.INLINE),
 ])
