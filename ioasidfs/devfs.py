@@ -85,12 +85,15 @@ class DevFs:
         # run``), and the new files waiting to be opened by one of our threads (by thread id).
         self.dev_filesystem = vfs.DevFilesystem()
         self._staged: dict[int, StagedFile] = {}
+        self.mountpoint: str | None = None
         engine.still_open = self._still_open
 
-    def mounted(self, device: str) -> None:
-        """Tell the filesystem the "major:minor" of its mount (from /proc/self/mountinfo)."""
+    def mounted(self, device: str, mountpoint: str | None = None) -> None:
+        """Tell the filesystem the "major:minor" of its mount (from /proc/self/mountinfo) and
+        where it is mounted in our namespace (new files are opened through it)."""
         major, minor = device.split(":")
         self._fuse_device = (int(major), int(minor))
+        self.mountpoint = mountpoint
 
     def serving_cuse(self, rdevs: Iterable[int] = ()) -> None:
         """We serve CUSE devices (``ioasidfs cuse``), whose device numbers are ``rdevs``."""
@@ -352,6 +355,13 @@ class DevFs:
             return StagedFile(self, result, self._node_for_new_file(result))
         return result
 
+    def path_of(self, node: Node) -> str:
+        """Where we reach ``node`` ourselves: through our mountpoint (``devfds/`` is never bound
+        into /dev), or its /dev path when the mountpoint is unknown (unit tests)."""
+        if self.mountpoint is None:
+            return node.path
+        return os.path.join(self.mountpoint, node.path[len("/dev/"):])
+
     def _node_for_new_file(self, file: OpenFile) -> Node:
         """The node through which a new ``file`` reaches the caller: the node of its kind whose
         key is the file's ``node_key`` (a device fd: ``devfds/<bdf>``). The kernel's device
@@ -501,7 +511,7 @@ class StagedFile:
         me = threading.get_native_id()
         self.fs._staged[me] = self
         try:
-            fd = os.open(self.node.path, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(self.fs.path_of(self.node), os.O_RDWR | os.O_CLOEXEC)
         finally:
             self.fs._staged.pop(me, None)
         if not self.claimed:  # reached some other file: not what we meant to hand out
