@@ -12,6 +12,8 @@ Paths and modes mirror what the kernel and udev create on a machine with VFIO an
     faults           0444  ours, not the kernel's: the IOMMU fault log (never bound into /dev)
     devfds/          0755  ours: what device fds are opened through (never bound into /dev)
       <bdf>          0600  one per device; only VFIO_GROUP_GET_DEVICE_FD opens it
+    sys/             0755  the fake sysfs (ioasidfs.sysfs; never bound into /dev: ``run`` binds
+                           its subtrees over /sys)
 
 Nodes are regular files: FUSE cannot serve character devices (their opens would go to the real
 driver by rdev). Metadata only: what an open of a node *does* is the engine's business.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .engine.files import FileKind
+from .sysfs import build_sysfs
 
 
 @dataclass
@@ -84,6 +87,7 @@ class DevTree:
         self.device_fds = self._add(DEVICE_FDS_DIR, None, 0o755, self.root)
         for device in config.devices:
             self._add(device.bdf, FileKind.DEVICE, 0o600, self.device_fds, key=device.bdf)
+        self.sysfs = build_sysfs(self, config)
 
     def _add(self, name: str, kind: FileKind | None, mode: int, parent: Node | None, key: object = None) -> Node:
         ino = len(self.nodes) + ROOT_INO
@@ -101,9 +105,10 @@ class DevTree:
 
     def _dev_nodes(self) -> list[Node]:
         """The root's children that stand for /dev entries (not the fault log, not the
-        carriers of device fds)."""
+        carriers of device fds, not the sysfs)."""
         return [n for n in self.root.children.values()
-                if n.kind is not FileKind.FAULTS and n is not self.device_fds]
+                if n.kind is not FileKind.FAULTS and n is not self.device_fds
+                and n is not self.sysfs]
 
     def device_fd_node(self, bdf: str) -> Node:
         """The node a device fd of ``bdf`` is opened through."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import signal
@@ -34,8 +35,9 @@ import trio
 from . import seccomp, vfs
 from .daemon import Daemon
 from .fuse.mount import mount_fuse
-from .namespace import bind_into_dev, enter_private_namespace, replace_dev
+from .namespace import bind_into_dev, bind_sysfs, enter_private_namespace, replace_dev
 from .supervisor import supervise
+from .sysfs import BIND_TARGETS, SYSFS_DIR
 from .uapi.vfio import VFIO_GROUP_GET_DEVICE_FD, VFIO_TYPE
 
 log = logging.getLogger("ioasidfs.run")
@@ -105,6 +107,9 @@ async def _serve_and_run(daemon: Daemon, fuse_fd: int, staging: str, child: "_Ch
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon.serve, fuse_fd)
             dirs, files = daemon.tree.top_level_split()
+            # The fake sysfs first: bind_into_dev drops the staging mount it is bound from.
+            await trio.to_thread.run_sync(functools.partial(bind_sysfs, staging, BIND_TARGETS,
+                                                            sysfs_dir=SYSFS_DIR))
             await trio.to_thread.run_sync(bind_into_dev, staging, dirs, files)
             child.go()
             listener = await child.receive_listener()

@@ -5,9 +5,14 @@ of their own in which those paths are our FUSE files, while the rest of /dev sta
 a tmpfs is stacked on /dev and every original entry is bound back into it (writing into the
 shared devtmpfs instead would show our nodes on the host). Without root, a user namespace that maps
 only the caller's own uid gives us the right to do this; the program still runs as that uid.
+
+The fake sysfs is bound the same way over the machine's ``/sys/devices/pci0000:00``,
+``/sys/bus/pci/devices``, ``/sys/bus/pci/drivers`` and ``/sys/kernel/iommu_groups``
+(:func:`bind_sysfs`), in the namespace only.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -38,6 +43,8 @@ def enter_private_namespace() -> bool:
     sys_mount("none", "/", None, MS_REC | MS_PRIVATE)
     return rootless
 
+
+log = logging.getLogger("ioasidfs.run")
 
 STAGING = "/dev/.ioasidfs"
 
@@ -81,6 +88,66 @@ def bind_into_dev(staging: str, directories: tuple[str, ...], files: tuple[str, 
         sys_mount(os.path.join(staging, name), os.path.join("/dev", name), None, MS_BIND)
     sys_umount(staging, MNT_DETACH)
     os.rmdir(staging)
+
+
+def bind_sysfs(staging: str, subtrees: tuple[str, ...], *, sysfs_dir: str = "sys",
+               root: str = "/sys") -> list[str]:
+    """Bind ``staging/<sysfs_dir>/<path>`` over ``<root>/<path>`` for each of ``subtrees``.
+
+    Runs, like :func:`bind_into_dev` and before it, from a worker thread while the FUSE server
+    serves. Nothing is created in the machine's sysfs: when ``<root>/<path>`` does not exist
+    (no PCI bus, a kernel without IOMMU groups), its deepest existing ancestor (``root`` at
+    most) is covered by a tmpfs holding its original entries bound back, as /dev is, and the
+    missing directories are made in that tmpfs. A subtree that cannot be bound (no ``root``, a
+    mount refused) is skipped with a warning: the program then sees the machine's. Returns the
+    mount points bound.
+    """
+    bound = []
+    covered: list[str] = []  # directories we stacked a tmpfs on: writable for us
+    for path in subtrees:
+        source = os.path.join(staging, sysfs_dir, path)
+        target = os.path.join(root, path)
+        try:
+            if not os.path.isdir(target):
+                _make_mountpoint(root, target, covered)
+            sys_mount(source, target, None, MS_BIND | MS_REC)
+        except OSError as e:
+            log.warning("fake sysfs: cannot bind %s (%s); the program sees the machine's",
+                        target, e.strerror or e)
+            continue
+        bound.append(target)
+    return bound
+
+
+def _make_mountpoint(root: str, target: str, covered: list[str]) -> None:
+    """Make directory ``target`` (under ``root``) exist without writing into sysfs."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root} does not exist")
+    ancestor = target
+    while not os.path.isdir(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not any(ancestor == c or ancestor.startswith(c + "/") for c in covered):
+        _cover(ancestor)
+        covered.append(ancestor)
+        log.info("fake sysfs: %s has no %s; a tmpfs on it holds the original entries and ours",
+                 ancestor, os.path.relpath(target, ancestor))
+    os.makedirs(target, 0o755, exist_ok=True)
+
+
+def _cover(directory: str) -> None:
+    """Stack a tmpfs on ``directory`` holding its original entries (bound back)."""
+    old = tempfile.mkdtemp(prefix="ioasidfs-oldsys-")
+    try:
+        sys_mount(directory, old, None, MS_BIND | MS_REC)
+        sys_mount("ioasidfs-sys", directory, "tmpfs", MS_NOSUID, "mode=755")
+        for entry in sorted(os.listdir(old)):
+            _rebind(os.path.join(old, entry), os.path.join(directory, entry))
+    finally:
+        try:
+            sys_umount(old, MNT_DETACH)
+        except OSError:
+            pass
+        os.rmdir(old)
 
 
 def _rebind(source: str, target: str) -> None:
