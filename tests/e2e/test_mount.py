@@ -66,7 +66,8 @@ def test_mount_serves_ioctls_and_sigterm_unmounts(mountpoint: Path) -> None:
             assert excinfo.value.errno == 22  # EINVAL: the container has no read
         finally:
             os.close(fd)
-        assert sorted(os.listdir(mountpoint)) == ["faults", "ioasid", "iommu", "vfio"]
+        # devfds/ carries device fds, sys/ is the fake sysfs: neither is bound into /dev by run.
+        assert sorted(os.listdir(mountpoint)) == ["devfds", "faults", "ioasid", "iommu", "sys", "vfio"]
         # The IOMMU fault log: read-only text, empty while no device DMA was blocked.
         assert (mountpoint / "faults").read_bytes() == b""
         assert (mountpoint / "faults").stat().st_mode & 0o777 == 0o444
