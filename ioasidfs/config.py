@@ -90,6 +90,8 @@ class BarConfig:
     bits: int = 32
     prefetchable: bool = False
     io: bool = False
+    # Where firmware put the BAR (None: allocated automatically, see devices/firmware.py).
+    address: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class DeviceConfig:
     intx: bool
     msi_vectors: int
     msix_vectors: int
+    # The interrupt line firmware programmed (None: derived from slot and pin, firmware.py).
+    interrupt_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -220,8 +224,23 @@ class _Validator:
             if dev.bdf in seen:
                 raise self.fail(("device", i, "bdf"), f"duplicate device {dev.bdf}")
             seen.add(dev.bdf)
+        self.check_bar_overlaps(devices)
         groups = self.groups(_subtable(data, "groups", self, ()), devices)
         return Config(self.source, iommu, personality, devices, groups)
+
+    def check_bar_overlaps(self, devices: tuple[DeviceConfig, ...]) -> None:
+        """Two explicit BAR addresses of the same space (memory or I/O) may not overlap."""
+        placed: list[tuple[int, int, bool, str]] = []
+        for i, dev in enumerate(devices):
+            for j, bar in enumerate(dev.bars):
+                if bar.address is None:
+                    continue
+                end = bar.address + bar.size
+                for start, other_end, io, owner in placed:
+                    if io == bar.io and bar.address < other_end and end > start:
+                        raise self.fail(("device", i, "bars", j, "address"),
+                                        f"{bar.address:#x}+{bar.size:#x} overlaps {owner}")
+                placed.append((bar.address, end, bar.io, f"{dev.bdf} BAR{bar.index}"))
 
     def iommu(self, data: Mapping[str, Any]) -> IommuConfig:
         path: Path = ("iommu",)
@@ -255,7 +274,7 @@ class _Validator:
         if not isinstance(raw, dict):
             raise self.fail(path, "must be a table")
         model = self.get(raw, path, "model", _choice("edu", "generic"))
-        common = {"bdf", "group", "model"}
+        common = {"bdf", "group", "model", "bars", "interrupt_line"}
         if model == "edu":
             self.table(raw, path, common)
         else:
@@ -264,14 +283,20 @@ class _Validator:
                                             "msi_vectors", "msix_vectors"})
         bdf = self.get(raw, path, "bdf", _bdf)
         group = self.get(raw, path, "group", _int_range(0, 0x7FFFFFFF))
-        if model == "edu":
-            # QEMU's edu: 1234:11e8 rev 0x10, class 0x00ff00, BAR0 1 MiB MMIO, INTx and one MSI.
-            return DeviceConfig(bdf, group, model, EDU_VENDOR, EDU_DEVICE, 0x00FF00, 0x1AF4, 0x1100,
-                                0x10, (BarConfig(0, 1 << 20),), True, 1, 0)
-        u16 = _int_range(0, 0xFFFF)
+        line = self.get(raw, path, "interrupt_line", _int_range(0, 0xFF), -1)
+        interrupt_line = None if line == -1 else line
         bars_raw = raw.get("bars", [])
         if not isinstance(bars_raw, list):
             raise self.fail(path + ("bars",), "must be an array of {index, size, ...}")
+        if model == "edu":
+            # QEMU's edu: 1234:11e8 rev 0x10, class 0x00ff00, BAR0 1 MiB MMIO, INTx and one MSI.
+            # Only where firmware put BAR0 can be chosen.
+            bar0 = BarConfig(0, 1 << 20)
+            for i, b in enumerate(bars_raw):
+                bar0 = self.edu_bar(b, path + ("bars", i), bar0)
+            return DeviceConfig(bdf, group, model, EDU_VENDOR, EDU_DEVICE, 0x00FF00, 0x1AF4, 0x1100,
+                                0x10, (bar0,), True, 1, 0, interrupt_line)
+        u16 = _int_range(0, 0xFFFF)
         bars = tuple(self.bar(b, path + ("bars", i)) for i, b in enumerate(bars_raw))
         return DeviceConfig(
             bdf, group, model,
@@ -285,19 +310,36 @@ class _Validator:
             intx=self.get(raw, path, "intx", _bool, True),
             msi_vectors=self.get(raw, path, "msi_vectors", _choice(0, 1, 2, 4, 8, 16, 32), 0),
             msix_vectors=self.get(raw, path, "msix_vectors", _int_range(0, 2048), 0),
+            interrupt_line=interrupt_line,
         )
+
+    def edu_bar(self, raw: object, path: Path, bar0: BarConfig) -> BarConfig:
+        """An edu ``bars`` entry: ``{ index = 0, address = ... }``, nothing else (edu's BAR is
+        fixed by the model)."""
+        if not isinstance(raw, dict):
+            raise self.fail(path, "must be a table {index = 0, address = ...}")
+        self.table(raw, path, {"index", "address"})
+        self.get(raw, path, "index", _choice(0))
+        if "address" not in raw:
+            return bar0
+        address = self.get(raw, path, "address", _bar_address(bar0.size, 32, False))
+        return BarConfig(0, bar0.size, address=address)
 
     def bar(self, raw: object, path: Path) -> BarConfig:
         if not isinstance(raw, dict):
             raise self.fail(path, "must be a table {index, size, ...}")
-        self.table(raw, path, {"index", "size", "bits", "prefetchable", "io"})
+        self.table(raw, path, {"index", "size", "bits", "prefetchable", "io", "address"})
         index = self.get(raw, path, "index", _int_range(0, 5))
         size = self.get(raw, path, "size", _bar_size)
         bits = self.get(raw, path, "bits", _choice(32, 64), 32)
         if bits == 64 and index == 5:
             raise self.fail(path + ("bits",), "a 64-bit BAR needs the next BAR slot; BAR5 has none")
+        io = self.get(raw, path, "io", _bool, False)
+        address = None
+        if "address" in raw:
+            address = self.get(raw, path, "address", _bar_address(size, bits, io))
         return BarConfig(index, size, bits, self.get(raw, path, "prefetchable", _bool, False),
-                         self.get(raw, path, "io", _bool, False))
+                         io, address)
 
     def groups(self, data: Mapping[str, Any], devices: tuple[DeviceConfig, ...]) -> tuple[GroupConfig, ...]:
         ids = sorted({d.group for d in devices})
@@ -375,6 +417,24 @@ def _bar_size(value: object) -> int:
     if size < 16 or size & (size - 1):
         raise ValueError(f"BAR size {value!r} is not a power of two of at least 16 bytes")
     return size
+
+
+def _bar_address(size: int, bits: int, io: bool) -> Callable[[object], int]:
+    """A BAR address: non-zero (0 is an unassigned BAR), aligned to the BAR's size, and
+    reachable by the BAR (32 bits, 64 bits, or the 64 KiB x86 I/O space)."""
+    limit = 1 << (16 if io else bits)
+
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer address, got {value!r}")
+        if value <= 0 or value % size:
+            raise ValueError(f"BAR address {value:#x} is not a non-zero multiple of its size "
+                             f"{size:#x}")
+        if value + size > limit:
+            raise ValueError(f"BAR address {value:#x} + {size:#x} does not fit in "
+                             f"{'the 64 KiB I/O space' if io else f'{bits} bits'}")
+        return value
+    return convert
 
 
 def _bdf(value: object) -> str:

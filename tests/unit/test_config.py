@@ -62,3 +62,67 @@ def test_missing_file_is_a_config_error(tmp_path) -> None:  # type: ignore[no-un
 def test_non_viable_group() -> None:
     config = parse_config('[[device]]\nbdf = "0000:00:01.0"\ngroup = 4\nmodel = "edu"\n[groups.4]\nviable = false\n', "x")
     assert config.groups[0].viable is False
+
+
+def test_default_edu_is_where_the_reference_vms_firmware_put_it() -> None:
+    edu = load_config(None).devices[0]
+    assert edu.bars[0].address == 0xFEA00000 and edu.bars[0].size == 1 << 20
+    assert edu.interrupt_line == 10
+    assert all(d.interrupt_line is None for d in load_config(None).devices[1:])
+
+
+def test_bar_address_and_interrupt_line_of_a_generic_device() -> None:
+    config = parse_config('[[device]]\nbdf = "0000:00:02.0"\ngroup = 2\nmodel = "generic"\n'
+                          'vendor = 1\ndevice = 2\ninterrupt_line = 0xff\n'
+                          'bars = [ { index = 0, size = "4K", address = 0xfe001000 },\n'
+                          '         { index = 2, size = "8G", bits = 64, address = 0x400000000 },\n'
+                          '         { index = 4, size = 256, io = true, address = 0xd000 },\n'
+                          '         { index = 5, size = 16 } ]\n', "x")
+    bars = config.devices[0].bars
+    assert [b.address for b in bars] == [0xFE001000, 0x400000000, 0xD000, None]
+    assert config.devices[0].interrupt_line == 0xFF
+
+
+_EDU = '[[device]]\nbdf = "0000:00:01.0"\ngroup = 1\nmodel = "edu"\n'
+_GEN = '[[device]]\nbdf = "0000:00:02.0"\ngroup = 2\nmodel = "generic"\nvendor = 1\ndevice = 2\n'
+
+
+@pytest.mark.parametrize("text, line, key, message", [
+    (_EDU + 'bars = [ { index = 0, address = 0xfea80000 } ]\n', 5, "device[0].bars[0].address",
+     "not a non-zero multiple"),
+    (_EDU + 'bars = [ { index = 0, address = 0 } ]\n', 5, "device[0].bars[0].address",
+     "not a non-zero multiple"),
+    (_EDU + 'bars = [ { index = 1, address = 0xfea00000 } ]\n', 5, "device[0].bars[0].index",
+     "expected one of 0"),
+    (_EDU + 'bars = [ { index = 0, size = "1M" } ]\n', 5, "device[0].bars[0].size",
+     "unknown key"),
+    (_EDU + 'bars = [ 7 ]\n', 5, "device[0].bars[0]", "must be a table"),
+    (_EDU + 'interrupt_line = 256\n', 5, "device[0].interrupt_line", "out of range"),
+    (_GEN + 'bars = [ { index = 0, size = "4K", address = 0xfffff000 } ]\n', 7,
+     "device[0].bars[0].address", None),
+    (_GEN + 'bars = [ { index = 0, size = "8K", address = 0xfffff000 } ]\n', 7,
+     "device[0].bars[0].address", "not a non-zero multiple"),
+    (_GEN + 'bars = [ { index = 0, size = "4K", address = 0x100000000 } ]\n', 7,
+     "device[0].bars[0].address", "does not fit in 32 bits"),
+    (_GEN + 'bars = [ { index = 0, size = 256, io = true, address = 0x10000 } ]\n', 7,
+     "device[0].bars[0].address", "64 KiB I/O space"),
+    (_GEN + 'bars = [ { index = 0, size = 256, address = true } ]\n', 7,
+     "device[0].bars[0].address", "expected an integer address"),
+    (_EDU + 'bars = [ { index = 0, address = 0xfea00000 } ]\n' + _GEN
+     + 'bars = [ { index = 0, size = "4K", address = 0xfeaff000 } ]\n', 12,
+     "device[1].bars[0].address", "overlaps 0000:00:01.0 BAR0"),
+])
+def test_bar_address_and_interrupt_line_errors(text: str, line: int, key: str,
+                                               message: str | None) -> None:
+    if message is None:       # the control: a good address in the same shape parses
+        parse_config(text, "machine.toml")
+        return
+    with pytest.raises(ConfigError, match=message) as excinfo:
+        parse_config(text, "machine.toml")
+    assert (excinfo.value.line, excinfo.value.key) == (line, key)
+
+
+def test_io_and_memory_bars_may_share_numbers() -> None:
+    config = parse_config(_GEN + 'bars = [ { index = 0, size = 256, io = true, address = 0xd000 },'
+                          ' { index = 1, size = "4K", address = 0xd000 } ]\n', "x")
+    assert [b.address for b in config.devices[0].bars] == [0xD000, 0xD000]
