@@ -573,6 +573,12 @@ def test_intx_line_already_asserted_fires_when_intx_is_enabled() -> None:
     assert rig2.efd().read() == 0
     assert rig2.none(A_UNMASK, INTX) == 0
     assert rig2.efd().read() == 1
+    # Disabled while automasked, the function keeps INTx Disable set; enabling again clears
+    # it, the line comes back up and fires at once.
+    assert rig2.none(A_TRIG, INTX, 0, 0) == 0
+    assert rig2.function.command & P.COMMAND_INTX_DISABLE
+    assert rig2.fd(A_TRIG, INTX, EFD) == 0
+    assert rig2.efd().read() == 1
     rig.irqs.release()
     rig2.irqs.release()
 
