@@ -37,9 +37,12 @@ import logging
 import threading
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..config import BarConfig
+
+if TYPE_CHECKING:
+    from .dma import DmaSpace
 
 log = logging.getLogger("ioasidfs.devices")
 
@@ -788,6 +791,10 @@ class PciFunction:
     def tick(self) -> bool:
         """Run started work to completion. Returns whether anything was done."""
         return False
+
+    def attach_dma(self, space: "DmaSpace | None") -> None:
+        """Set the I/O address space the function's DMA goes through (None: blocked).
+        Functions that never master the bus ignore it."""
 
     def _work_queued(self) -> None:
         callback = self.on_work

@@ -41,7 +41,17 @@ class Engine:
         self.config = config
         self.still_open = still_open
         self.groups = {g.id: Group(g) for g in config.groups}
-        self.devices = {d.bdf: Device(d, i) for i, d in enumerate(config.devices)}
+        # Imported here: the device models import the DMA layer, which imports the client
+        # layer, which imports this package -- a cycle when a model is the first import.
+        from ..devices.firmware import firmware_init_machine
+        from ..devices.generic import create_device
+        functions = [(create_device(d), d) for d in config.devices]
+        firmware_init_machine(functions)  # what the BIOS left in each function
+        self.devices = {d.bdf: Device(d, i, function, self._dma_space_of(d.bdf))
+                        for i, (function, d) in enumerate(functions)}
+        for group in self.groups.values():
+            group.members = {bdf: self.devices[bdf] for bdf in group.devices}
+            group.still_open = lambda file: self.still_open(file)
         # Pinned pages count against each process's RLIMIT_MEMLOCK across all its containers.
         self.locked_memory = LockedMemory()
         # iommufd charges pins per user by default (user_struct->locked_vm), per process -- the
@@ -81,7 +91,8 @@ class Engine:
     def _open_group(self, group: Group) -> GroupFile:
         holder = group.opened
         if holder is not None:
-            if self.still_open(holder):
+            holder.reap_closed_devices()
+            if holder.device_files or self.still_open(holder):
                 raise KernelError(errno.EBUSY, f"group {group.id} is already open")
             # Closed, and its RELEASE is still on its way: release it now, as close() would have.
             log.debug("group %d: previous file closed, RELEASE pending; releasing it now", group.id)
@@ -121,6 +132,9 @@ class Engine:
             return dma.DmaSpace(self._blocked, self.owners.key, self.faults,
                             blocked=f"group {group_id} is not attached to an IOMMU")
         return dma.DmaSpace(table, self.owners.key, self.faults)
+
+    def _dma_space_of(self, bdf: str) -> Callable[[], dma.DmaSpace]:
+        return lambda: self.device_dma_space(bdf)
 
     def device_dma_space(self, bdf: str) -> dma.DmaSpace:
         """:meth:`dma_space` of the group of device ``bdf`` (KeyError for an unknown device)."""

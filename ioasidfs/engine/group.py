@@ -14,6 +14,7 @@ from ..errors import KernelError
 from ..uapi import vfio as V
 from .argsz import read_argsz_struct, read_s32, read_user_string
 from .caller import Caller
+from .device import Device, DeviceFile
 from .files import FileKind, OpenFile
 from .iommufd import IommufdContext, IommufdFile
 from .type1 import ContainerFile, Type1Container
@@ -63,6 +64,10 @@ class Group:
         self.id = config.id
         self.viable = config.viable
         self.devices = config.devices
+        self.members: dict[str, Device] = {}  # set by the engine: the devices, by BDF
+        # Set by the engine: whether some process still holds a file (FUSE's RELEASE comes
+        # after close() has returned; the kernel's device fd is gone before that).
+        self.still_open: Callable[[OpenFile], bool] = lambda file: True
         self.opened: GroupFile | None = None
         self.container: Type1Container | None = None
         self.iommufd: IommufdContext | None = None
@@ -97,6 +102,22 @@ class GroupFile(OpenFile):
 
     def __init__(self, group: Group) -> None:
         self.group = group
+        # Device fds hold their group file: its release waits until the last one is closed.
+        self.open_devices: list[OpenFile] = []
+        self._release_pending = False
+
+    @property
+    def device_files(self) -> int:
+        return len(self.open_devices)
+
+    def reap_closed_devices(self) -> None:
+        """Release device files whose RELEASE is still on its way although no process holds
+        them any more: the kernel had released them when close() returned."""
+        for file in list(self.open_devices):
+            if file in self.open_devices and not self.group.still_open(file):
+                log.debug("group %d: a device fd was closed, RELEASE pending; releasing it now",
+                          self.group.id)
+                file.release()
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         handler = _GROUP_IOCTLS.get(cmd)
@@ -139,12 +160,15 @@ class GroupFile(OpenFile):
         if not group.has_iommu:
             raise KernelError(errno.EINVAL, f"group {group.id} is not in a container")
         if group.container is not None and group.container_users != 1:
+            self.reap_closed_devices()
+        if group.container is not None and group.container_users != 1:
             raise KernelError(errno.EBUSY, f"group {group.id} still has open device fds")
         group.detach()
         return 0
 
     def get_device_fd(self, caller: Caller, arg: int) -> int:
-        """vfio_group_ioctl_get_device_fd, up to the point where a new fd must be created."""
+        """vfio_group_ioctl_get_device_fd: a new device file, which only ``ioasidfs run`` can
+        install as an fd in the caller (devfs.StagedFile); a FUSE ioctl releases it and fails."""
         name = read_user_string(caller, arg, _PAGE_SIZE)
         device_name = self.group.match_device(name)
         group = self.group
@@ -152,19 +176,36 @@ class GroupFile(OpenFile):
             raise KernelError(errno.EINVAL, f"group {group.id} is not in a container")
         if group.container is not None and group.container.iommu is None:
             raise KernelError(errno.EINVAL, "VFIO_SET_IOMMU has not been done on the container")
-        if group.iommufd is not None:
-            # vfio_df_group_open -> vfio_iommufd_bind runs before the fd exists, so its errors
-            # (ENODEV, EADDRINUSE, EFAULT, ENOMEM...) are what this ioctl answers. No fd can be
-            # made yet: undo the bind, as the kernel does when a later step of the open fails.
-            bound = group.iommufd.bind_group_device(device_name)
-            group.iommufd.unbind_device(bound)
-        log.warning("VFIO_GROUP_GET_DEVICE_FD(%s): creating an fd in the caller needs `ioasidfs run` "
-                    "(FUSE cannot install one); device fds are not emulated yet", device_name)
-        raise KernelError(errno.EOPNOTSUPP, "device fds need `ioasidfs run` and the devices emulation")
+        device = group.members[device_name]
+        if device.open_count == 0 and group.iommufd is not None:
+            # vfio_df_group_open -> vfio_iommufd_bind, before the fd exists: its errors (ENODEV,
+            # EADDRINUSE, EFAULT, ENOMEM...) are what this ioctl answers.
+            device.iommufd_binding = group.iommufd.bind_group_device(device_name)
+        file = DeviceFile(device, self, device.open())
+        self.open_devices.append(file)
+        if group.container is not None:
+            group.container_users += 1
+        return file  # type: ignore[return-value]  # a new open file: devfs installs it as an fd
+
+    def device_closed(self, file: OpenFile, device: Device) -> None:
+        """A device fd of this group was released (vfio_df_group_close)."""
+        group = self.group
+        if device.open_count == 0 and device.iommufd_binding is not None:
+            if group.iommufd is not None:
+                group.iommufd.unbind_device(device.iommufd_binding)
+            device.iommufd_binding = None
+        if group.container is not None and group.container_users > 1:
+            group.container_users -= 1
+        self.open_devices.remove(file)
+        if not self.open_devices and self._release_pending:
+            self.release()
 
     def release(self) -> None:
         # Device fds hold the group file, so this runs only once they are all closed. A file
         # already replaced by a newer open (its RELEASE came late) has nothing left to undo.
+        if self.device_files:
+            self._release_pending = True
+            return
         if self.group.opened is self:
             self.group.detach()
             self.group.opened = None

@@ -139,11 +139,13 @@ def test_configured_device_formats() -> None:
         "MODALIAS=pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00\n")
     lines = w.text(f"{base}/resource").splitlines()
     assert len(lines) == 13
-    assert lines[0] == "0x0000000000000000 0x000000000001ffff 0x0000000000040200"
+    # BARs as the firmware placed them (ioasidfs.devices.firmware): 32-bit memory downward
+    # from 0xfec00000, 64-bit from 32 GiB up, I/O from 0xc000.
+    assert lines[0] == "0x00000000febe0000 0x00000000febfffff 0x0000000000040200"
     assert lines[1] == "0x0000000000000000 0x0000000000000000 0x0000000000000000"
-    assert lines[2] == "0x0000000000000000 0x0000000000003fff 0x000000000014220c"
+    assert lines[2] == "0x0000000800000000 0x0000000800003fff 0x000000000014220c"
     assert lines[3] == lines[1]
-    assert lines[4] == "0x0000000000000000 0x000000000000001f 0x0000000000040101"
+    assert lines[4] == "0x000000000000c000 0x000000000000c01f 0x0000000000040101"
     assert set(lines[5:]) == {lines[1]}
     # the group's regions, sorted by start, inclusive ends
     assert w.text("kernel/iommu_groups/7/reserved_regions") == (
