@@ -355,6 +355,43 @@ class DevFs:
             return StagedFile(self, result, self._node_for_new_file(result))
         return result
 
+    def trapped_mmap(self, pid: int, fd: int, length: int, prot: int, flags: int,
+                     offset: int) -> int | None:
+        """Answer mmap(addr, length, prot, flags, fd, offset) of thread ``pid``, trapped by
+        seccomp because FUSE answers mmap() of our direct-io files itself (ENODEV for MAP_SHARED,
+        a page-cache mapping for MAP_PRIVATE). None when ``fd`` is not one of ours, or is a file
+        whose real mmap() is the answer (``OpenFile.mmap_passthrough``); otherwise the kernel's
+        answer for its node, as an errno (KernelError): first the VFS's checks
+        (:func:`vfs_mmap_checks`), then the driver (``OpenFile.mmap``). Nothing is ever mapped.
+
+        Runs in a worker thread holding the engine lock, like :meth:`trapped_ioctl`.
+        """
+        try:
+            entry = self._identify(pid, fd)
+        except KernelError:
+            return None
+        if entry is None or entry.file.mmap_passthrough:
+            return None
+        info = _read_fdinfo(pid, fd)
+        if info is None:
+            return None  # closed meanwhile: the real syscall says EBADF
+        accmode = _fdinfo_flags(info) & os.O_ACCMODE
+        caller = self._caller_for(pid)
+        call = f"mmap({entry.node.path}, {length:#x}, prot={prot:#x}, flags={flags:#x}, off={offset:#x})"
+        try:
+            length, flags = vfs_mmap_checks(
+                length, prot, flags, offset, caller,
+                readable=accmode in (os.O_RDONLY, os.O_RDWR),
+                writable=accmode in (os.O_WRONLY, os.O_RDWR))
+            entry.file.mmap(caller, length, prot, flags, offset >> 12)
+        except KernelError as e:
+            log.info("pid %d: %s = -1 %s: %s", pid, call, errno.errorcode.get(e.errno, e.errno), e)
+            raise
+        # No driver of ours maps anything; a driver that returns has nothing to offer the
+        # caller either (we cannot map into it): say so rather than pretend.
+        log.warning("pid %d: %s: the driver accepted a mapping we cannot make; ENODEV", pid, call)
+        raise KernelError(errno.ENODEV, "mappings of our files cannot be made")
+
     def path_of(self, node: Node) -> str:
         """Where we reach ``node`` ourselves: through our mountpoint (``devfds/`` is never bound
         into /dev), or its /dev path when the mountpoint is unknown (unit tests)."""
@@ -487,6 +524,87 @@ class DevFs:
                 if _fdinfo_field(info, b"ino:") == node.ino and _fdinfo_field(info, b"mnt_id:") in mount_ids:
                     return True
         return False
+
+
+# ---------------------------------------------------------------------------- mmap
+# <asm-generic/mman-common.h>, <linux/mman.h> (x86_64), as do_mmap uses them
+_PAGE_SIZE = 4096
+_TASK_SIZE = (1 << 47) - _PAGE_SIZE
+"""x86_64 with 4-level paging; with 5-level paging (la57) it is 2^56 - 4K, and only a length
+between the two would be answered differently (ENOMEM here, the driver's errno there)."""
+_PROT_WRITE = 0x2
+_MAP_SHARED = 0x01
+_MAP_PRIVATE = 0x02
+_MAP_SHARED_VALIDATE = 0x03
+_MAP_TYPE = 0x0F
+_MAP_LOCKED = 0x2000
+_MAP_HUGETLB = 0x40000
+_LEGACY_MAP_MASK = (_MAP_SHARED | _MAP_PRIVATE | 0x10 | 0x20 | 0x800 | 0x1000 | 0x4000000
+                    | 0x100 | _MAP_LOCKED | 0x4000 | 0x8000 | 0x10000 | 0x20000 | _MAP_HUGETLB)
+"""FIXED ANONYMOUS DENYWRITE EXECUTABLE UNINITIALIZED GROWSDOWN LOCKED NORESERVE POPULATE
+NONBLOCK STACK HUGETLB: what MAP_SHARED_VALIDATE accepts from a file whose file_operations
+have no ``mmap_supported_flags`` (none of the kernel's VFIO/iommufd nodes has)."""
+
+
+def vfs_mmap_checks(length: int, prot: int, flags: int, offset: int, caller: Caller, *,
+                    readable: bool, writable: bool) -> tuple[int, int]:
+    """The checks x86_64's mmap() makes, in the kernel's order, before a character device's
+    driver is asked (arch/x86/kernel/sys_x86_64.c sys_mmap, mm/mmap.c ksys_mmap_pgoff and
+    do_mmap, upstream and 6.1 alike), as far as they depend on the arguments, the open file's
+    mode and the caller's RLIMIT_MEMLOCK. Returns the page-aligned length and the flags with
+    their map type as the driver sees it: MAP_SHARED when the VMA is VM_SHARED (do_mmap drops
+    VM_SHARED for a file not open for writing), else MAP_PRIVATE. Raises KernelError.
+
+    Not reproduced (they need the caller's address space): ``vm.max_map_count`` (ENOMEM), no
+    room for ``length`` (ENOMEM), MAP_FIXED's address checks (EINVAL, ENOMEM), and that the
+    kernel has already unmapped a MAP_FIXED range when the driver refuses; MAP_FIXED_NOREPLACE
+    over a mapping (EEXIST); mlockall(MCL_FUTURE); RLIMIT_AS and overcommit (ENOMEM, checked
+    after the ENODEV of a node without .mmap but before a driver's .mmap); LSMs; a noexec /dev
+    (EPERM for PROT_EXEC; devtmpfs is normally mounted exec)."""
+    if offset & (_PAGE_SIZE - 1):
+        raise KernelError(errno.EINVAL, f"mmap offset {offset:#x} is not page aligned")
+    if flags & _MAP_HUGETLB:
+        raise KernelError(errno.EINVAL, "MAP_HUGETLB of a file outside hugetlbfs")
+    if length == 0:
+        raise KernelError(errno.EINVAL, "mmap of length 0")
+    aligned = (length + _PAGE_SIZE - 1) & ~(_PAGE_SIZE - 1) & (2**64 - 1)
+    if aligned == 0:
+        raise KernelError(errno.ENOMEM, f"mmap length {length:#x} overflows")
+    if aligned > _TASK_SIZE:
+        raise KernelError(errno.ENOMEM, f"mmap length {length:#x} exceeds the address space")
+    if flags & _MAP_LOCKED:
+        limit = caller.memlock_limit()
+        if limit == 0 and not caller.can_lock_memory():
+            raise KernelError(errno.EPERM, "MAP_LOCKED with RLIMIT_MEMLOCK 0")
+        if limit >= 0 and caller.locked_pages() + aligned // _PAGE_SIZE > limit // _PAGE_SIZE \
+                and not caller.can_lock_memory():
+            raise KernelError(errno.EAGAIN, "MAP_LOCKED beyond RLIMIT_MEMLOCK")
+    # file_mmap_ok for a character device: no position beyond ULONG_MAX (FUSE's regular files
+    # stop at LLONG_MAX instead).
+    if offset // _PAGE_SIZE > (2**64 - 1 - aligned) >> 12:
+        raise KernelError(errno.EOVERFLOW, f"mmap range at {offset:#x} overflows")
+    map_type = flags & _MAP_TYPE
+    if map_type not in (_MAP_SHARED, _MAP_SHARED_VALIDATE, _MAP_PRIVATE):
+        raise KernelError(errno.EINVAL, f"mmap type {map_type:#x}")
+    shared = map_type != _MAP_PRIVATE
+    if shared:
+        if map_type == _MAP_SHARED_VALIDATE and flags & ~_LEGACY_MAP_MASK:
+            raise KernelError(errno.EOPNOTSUPP,
+                              f"MAP_SHARED_VALIDATE with flags {flags & ~_LEGACY_MAP_MASK:#x}")
+        if prot & _PROT_WRITE and not writable:
+            raise KernelError(errno.EACCES, "writable MAP_SHARED of a file not open for writing")
+        shared = writable
+    if not readable:
+        raise KernelError(errno.EACCES, "mmap of a file not open for reading")
+    return aligned, flags & ~_MAP_TYPE | (_MAP_SHARED if shared else _MAP_PRIVATE)
+
+
+def _fdinfo_flags(info: bytes) -> int:
+    """The ``flags:`` of an fdinfo (octal, the file's f_flags)."""
+    for line in info.splitlines():
+        if line.startswith(b"flags:"):
+            return int(line.split()[1], 8)
+    return 0
 
 
 class StagedFile:

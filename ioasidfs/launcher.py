@@ -5,7 +5,8 @@ on the machine and nothing can be left behind: when the last process of the name
 mounts go with it.
 
 PROGRAM runs under a seccomp filter that hands us the few ioctls FUSE cannot answer like the
-kernel's character devices (:mod:`ioasidfs.vfs`, :mod:`ioasidfs.supervisor`). A filter can only
+kernel's character devices (:mod:`ioasidfs.vfs`, :mod:`ioasidfs.supervisor`), and mmap() of
+files. A filter can only
 be installed by the process itself, before exec, so PROGRAM's process is forked early: right
 after the namespace is made, while we are still single-threaded (fork and threads do not mix;
 trio and the signal forwarder start later). The child waits on a pipe until /dev is in place,
@@ -49,10 +50,13 @@ SI_KERNEL = 0x80  # si_code of signals the kernel generates, e.g. a terminal's C
 TRAPPED_COMMANDS = frozenset(vfs.TRAPPED) | {VFIO_GROUP_GET_DEVICE_FD}
 """What PROGRAM's filter hands to the supervisor: the commands the VFS answers differently for
 a regular file (see ioasidfs.vfs for each one's reason), and the ioctl whose answer is a new fd."""
-SECCOMP_FILTER = seccomp.build_filter(TRAPPED_COMMANDS, sized_type=VFIO_TYPE)
+SECCOMP_FILTER = seccomp.build_filter(TRAPPED_COMMANDS, sized_type=VFIO_TYPE, trap_file_mmap=True)
 """The filter also traps every sized VFIO-type command (``_IOR(';', ...)`` and kin): no kernel
 node defines one, FUSE would copy its argument before asking us (EFAULT on a bad pointer), and
-the kernel's nodes answer them without touching the argument (ENOTTY, or EINVAL)."""
+the kernel's nodes answer them without touching the argument (ENOTTY, or EINVAL). And every
+mmap() of a file: FUSE answers mmap of our direct-io files itself (ENODEV for MAP_SHARED, a
+page-cache mapping for MAP_PRIVATE), the kernel's nodes with ENODEV (no .mmap) or their
+driver's errno; mmap of any other file gets CONTINUE (one /proc read per call)."""
 
 _GO = b"g"
 

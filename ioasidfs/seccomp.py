@@ -2,8 +2,10 @@
 
 Why: our nodes are FUSE regular files, and FUSE can neither answer the ioctls the VFS answers for
 regular files before any filesystem sees them (``FIONREAD`` ...; the list and its reasons are in
-:mod:`ioasidfs.vfs`) nor create an fd in the caller (``VFIO_GROUP_GET_DEVICE_FD``). A seccomp
-filter with ``SECCOMP_RET_USER_NOTIF`` stops the caller inside exactly those ioctl() calls and
+:mod:`ioasidfs.vfs`) nor create an fd in the caller (``VFIO_GROUP_GET_DEVICE_FD``), and it
+answers mmap() of a direct-io file itself (ENODEV for MAP_SHARED, a page-cache mapping for
+MAP_PRIVATE) where the kernel's nodes answer ENODEV or their driver's errno. A seccomp
+filter with ``SECCOMP_RET_USER_NOTIF`` stops the caller inside exactly those calls and
 lets a supervisor answer them: with a value, an errno, a new fd (``SECCOMP_IOCTL_NOTIF_ADDFD``),
 or "run the real syscall" (``SECCOMP_USER_NOTIF_FLAG_CONTINUE``) when the fd is not ours.
 
@@ -36,6 +38,10 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 """``seccomp_data.arch`` of a native x86_64 syscall (EM_X86_64 | __AUDIT_ARCH_64BIT | LE)."""
 NR_IOCTL = 16
 """x86_64 ``__NR_ioctl``. An x32 ioctl has bit 30 set in its number, so it does not match."""
+NR_MMAP = 9
+"""x86_64 ``__NR_mmap`` (x86_64 has no mmap2; an x32 mmap has bit 30 set, an i386 one another arch)."""
+MAP_ANONYMOUS = 0x20
+"""``<asm-generic/mman-common.h>``: the kernel ignores the fd of an anonymous mapping."""
 NR_SECCOMP = 317
 """x86_64 ``__NR_seccomp``."""
 
@@ -115,6 +121,17 @@ class Notification:
         return self.arch == AUDIT_ARCH_X86_64 and self.nr == NR_IOCTL
 
     @property
+    def is_x86_64_mmap(self) -> bool:
+        return self.arch == AUDIT_ARCH_X86_64 and self.nr == NR_MMAP
+
+    @property
+    def mmap_args(self) -> tuple[int, int, int, int, int, int]:
+        """(addr, length, prot, flags, fd, offset) as x86_64's ``sys_mmap`` sees them: every
+        argument is an unsigned long, but the fd goes to ``fget(unsigned int)``: its low 32 bits."""
+        addr, length, prot, flags, fd, offset = self.args
+        return addr, length, prot, flags, fd & 0xFFFF_FFFF, offset
+
+    @property
     def ioctl_args(self) -> tuple[int, int, int]:
         """(fd, cmd, arg) as the kernel's ``sys_ioctl(unsigned int, unsigned int, unsigned long)``
         sees them: fd and cmd are the low 32 bits of their registers."""
@@ -145,36 +162,52 @@ class Insn(NamedTuple):
         return _INSN.pack(self.code, self.jt, self.jf, self.k)
 
 
-def build_filter(commands: Iterable[int], sized_type: int | None = None) -> bytes:
+def build_filter(commands: Iterable[int], sized_type: int | None = None, *,
+                 trap_file_mmap: bool = False) -> bytes:
     """The BPF program: USER_NOTIF for an x86_64 ioctl() whose command is in ``commands`` or,
     when ``sized_type`` is given, whose type byte is ``sized_type`` and which has direction or
     size bits (a sized VFIO-type command: FUSE would copy its argument in, and fail EFAULT on a
-    bad pointer, before we could answer as the kernel's driver does).
+    bad pointer, before we could answer as the kernel's driver does); with ``trap_file_mmap``,
+    also for an x86_64 mmap() of a file: its fd is not -1 and MAP_ANONYMOUS is not set (FUSE
+    answers mmap() of our files itself, unlike the kernel's character devices).
 
     ::
 
         0      A = arch;           if A != AUDIT_ARCH_X86_64 goto ALLOW
-        2      A = nr;             if A != __NR_ioctl        goto ALLOW
+        2      A = nr;             if A != __NR_ioctl        goto MMAP (ALLOW without mmap)
         4      A = low32(args[1])  (the kernel's ioctl takes an unsigned int command, so the
                                     high half of the register is ignored, by it and by us)
-        5+i    if A == cmd[i] goto NOTIFY                     (one per command, sorted)
+        5+i    if A == cmd[i] goto NOTIFY                     (one per command, sorted;
+                                                              the last one: else goto ALLOW)
         [5+n   if !(A & 0xffff0000) goto ALLOW            (only with ``sized_type``)
          6+n   A &= 0xff00
          7+n   if A == sized_type << 8 goto NOTIFY else ALLOW]
-        5+n+m  ALLOW:  return SECCOMP_RET_ALLOW
-        6+n+m  NOTIFY: return SECCOMP_RET_USER_NOTIF
+        [5+n+m MMAP: if A != __NR_mmap goto ALLOW         (only with ``trap_file_mmap``;
+         6+n+m A = low32(args[4])                          A still holds nr here)
+         7+n+m if A == 0xffffffff goto ALLOW               (fd -1: fget(unsigned int) says EBADF)
+         8+n+m A = low32(args[3])
+         9+n+m if A & MAP_ANONYMOUS goto ALLOW else NOTIFY]
+        5+n+m+k  ALLOW:  return SECCOMP_RET_ALLOW
+        6+n+m+k  NOTIFY: return SECCOMP_RET_USER_NOTIF
+
+    (m = 3 with ``sized_type``, k = 5 with ``trap_file_mmap``, else 0.) Without
+    ``trap_file_mmap`` the program is what it always was: the last command's "else goto
+    ALLOW" is the fall-through.
 
     A non-x86_64 arch is allowed, not killed: such a program (i386 on x86_64) simply runs with
-    the FUSE answers. Jump offsets are 8 bits, which bounds the list to 250 commands.
+    the FUSE answers. Jump offsets are 8 bits, which bounds the list to 250 commands (245 with
+    ``trap_file_mmap``).
     """
     cmds = sorted({c & 0xFFFF_FFFF for c in commands})
     if not cmds:
         raise ValueError("a filter that traps nothing is pointless")
     n = len(cmds)
     m = 3 if sized_type is not None else 0
-    if n + m + 3 > 255:
+    k = 5 if trap_file_mmap else 0
+    if n + m + k + 3 > 255:
         raise ValueError(f"{n} commands do not fit in 8-bit BPF jump offsets")
-    allow = 5 + n + m
+    mmap = 5 + n + m
+    allow = mmap + k
     notify = allow + 1
 
     def jeq(pc: int, k: int, jt_to: int | None, jf_to: int | None) -> Insn:
@@ -185,16 +218,26 @@ def build_filter(commands: Iterable[int], sized_type: int | None = None) -> byte
         Insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
         jeq(1, AUDIT_ARCH_X86_64, None, allow),
         Insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
-        jeq(3, NR_IOCTL, None, allow),
+        jeq(3, NR_IOCTL, None, mmap),
         Insn(BPF_LD_W_ABS, 0, 0, seccomp_data_arg_low(1)),
     ]
-    program += [jeq(5 + i, cmd, notify, None) for i, cmd in enumerate(cmds)]
+    program += [jeq(5 + i, cmd, notify, allow if i == n - 1 and sized_type is None else None)
+                for i, cmd in enumerate(cmds)]
     if sized_type is not None:
         pc = 5 + n
         program += [
             Insn(BPF_JMP_JSET_K, 0, allow - pc - 1, _IOC_DIR_SIZE_MASK),
             Insn(BPF_ALU_AND_K, 0, 0, _IOC_TYPE_MASK),
             jeq(pc + 2, (sized_type & 0xFF) << 8, notify, allow),
+        ]
+    if trap_file_mmap:
+        assert len(program) == mmap
+        program += [
+            jeq(mmap, NR_MMAP, None, allow),
+            Insn(BPF_LD_W_ABS, 0, 0, seccomp_data_arg_low(4)),
+            jeq(mmap + 2, 0xFFFF_FFFF, allow, None),
+            Insn(BPF_LD_W_ABS, 0, 0, seccomp_data_arg_low(3)),
+            Insn(BPF_JMP_JSET_K, allow - mmap - 5, notify - mmap - 5, MAP_ANONYMOUS),
         ]
     program += [Insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW), Insn(BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF)]
     assert len(program) == notify + 1

@@ -1,12 +1,14 @@
 """The seccomp supervisor of ``ioasidfs run``: answers the ioctls the filter traps.
 
 PROGRAM runs under a filter (:mod:`ioasidfs.seccomp`) that stops it inside the few ioctl()
-calls FUSE cannot answer like the kernel (:mod:`ioasidfs.vfs`) and inside
-VFIO_GROUP_GET_DEVICE_FD. For each one this trio task:
+calls FUSE cannot answer like the kernel (:mod:`ioasidfs.vfs`), inside
+VFIO_GROUP_GET_DEVICE_FD, and inside every mmap() of a file (FUSE answers mmap of our files
+itself, not as the kernel's nodes do). For each one this trio task:
 
 1. receives the notification (ENOENT: the caller was killed meanwhile — normal);
 2. asks the handler whether the fd may be one of ours, from /proc alone (cheap, no lock). Most
-   trapped calls are FIONREAD on pipes and sockets: those get CONTINUE, the real syscall runs;
+   trapped calls are FIONREAD on pipes and sockets, or mmap() of shared libraries and other
+   files: those get CONTINUE, the real syscall runs;
 3. otherwise runs the handler in a worker thread holding the engine lock (finding which of our
    files the fd is issues a FUSE ioctl on our own file: never on the thread reading /dev/fuse),
    which answers None (not ours after all: CONTINUE), a value, an errno, or a new file;
@@ -25,7 +27,8 @@ import errno
 import logging
 import os
 import select
-from typing import Protocol
+from functools import partial
+from typing import Callable, Protocol
 
 import trio
 
@@ -56,6 +59,14 @@ class TrapHandler(Protocol):
 
     def trapped_ioctl(self, pid: int, fd: int, cmd: int, arg: int) -> int | NewFile | None:
         """The answer; None when the fd is not ours; KernelError for an errno.
+        Worker thread, engine lock held."""
+        ...
+
+    def trapped_mmap(self, pid: int, fd: int, length: int, prot: int, flags: int,
+                     offset: int) -> int | None:
+        """The answer to mmap(addr, length, prot, flags, fd, offset) on one of our files: a
+        value (the mapping's address), None to let the real syscall run (not ours, or a file
+        whose real mmap() is the right answer); KernelError for an errno.
         Worker thread, engine lock held."""
         ...
 
@@ -92,16 +103,23 @@ async def answer(listener: int, notification: seccomp.Notification, handler: Tra
     nid = notification.id
     owed = True
     try:
-        fd, cmd, arg = notification.ioctl_args
         pid = notification.pid
-        if not notification.is_x86_64_ioctl or pid == 0 or fd > 0x7FFF_FFFF \
-                or not handler.may_be_ours(pid, fd):
+        call: Callable[[], int | NewFile | None]
+        if notification.is_x86_64_ioctl:
+            fd, cmd, arg = notification.ioctl_args
+            call = partial(handler.trapped_ioctl, pid, fd, cmd, arg)
+        elif notification.is_x86_64_mmap:
+            _addr, length, prot, flags, fd, offset = notification.mmap_args
+            call = partial(handler.trapped_mmap, pid, fd, length, prot, flags, offset)
+        else:
+            fd = -1
+        if fd < 0 or pid == 0 or fd > 0x7FFF_FFFF or not handler.may_be_ours(pid, fd):
             owed = False
             seccomp.send_continue(listener, nid)
             return
         try:
             async with engine_lock:
-                result = await trio.to_thread.run_sync(handler.trapped_ioctl, pid, fd, cmd, arg)
+                result = await trio.to_thread.run_sync(call)
         except KernelError as error:
             owed = False
             if seccomp.id_valid(listener, nid):
@@ -165,5 +183,8 @@ def _usable_errno(error: KernelError) -> int:
 
 
 def _describe(notification: seccomp.Notification) -> str:
+    if notification.is_x86_64_mmap:
+        addr, length, prot, flags, fd, offset = notification.mmap_args
+        return f"mmap({addr:#x}, {length:#x}, {prot:#x}, {flags:#x}, {fd}, {offset:#x})"
     fd, cmd, arg = notification.ioctl_args
     return f"ioctl({fd}, {cmd:#x}, {arg:#x})"

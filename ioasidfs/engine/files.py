@@ -44,5 +44,74 @@ class OpenFile:
     def write(self, caller: Caller, offset: int, data: bytes) -> int:
         raise KernelError(errno.EINVAL, f"{self.kind.value} files cannot be written")
 
+    @property
+    def mmap_passthrough(self) -> bool:
+        """True for files that stand for no kernel node (``/faults``, the fake sysfs): the real
+        mmap() of our FUSE file is their answer, and :meth:`mmap` is never asked."""
+        return self.kind in _MMAP_PASSTHROUGH
+
+    def mmap(self, caller: Caller, length: int, prot: int, flags: int, pgoff: int) -> None:
+        """mmap() of this file, from where the VFS hands over to the driver: ``length`` is page
+        aligned and every check of do_mmap before ``if (!file->f_op->mmap) return -ENODEV``
+        has passed (:func:`ioasidfs.devfs.vfs_mmap_checks`). ``flags``'s map type is
+        MAP_SHARED exactly when the VMA would be VM_SHARED (MAP_SHARED or MAP_SHARED_VALIDATE on
+        a file open for writing), else MAP_PRIVATE. Raises KernelError with the errno.
+
+        We never map anything: no node of ours has a region userspace may map. The answer
+        depends on the kind of node (:data:`_MMAP_BY_KIND`); a driver class that learns to
+        refuse differently overrides this (keep the ENODEV / VM_GROWSDOWN steps)."""
+        driver = _MMAP_BY_KIND.get(self.kind)
+        if driver is None:  # no .mmap in the file_operations
+            raise KernelError(errno.ENODEV, f"{self.kind.value} files have no mmap")
+        if flags & MAP_GROWSDOWN:  # do_mmap: VM_GROWSDOWN on a file mapping, before .mmap
+            raise KernelError(errno.EINVAL, "MAP_GROWSDOWN on a file mapping")
+        driver(self, length, prot, flags, pgoff)
+
     def release(self) -> None:
         """The last reference is gone (the kernel's .release)."""
+
+
+# ---------------------------------------------------------------------------- mmap
+# <asm-generic/mman-common.h>, <linux/mman.h> (x86_64)
+PROT_EXEC = 0x4
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_TYPE = 0x0F
+MAP_GROWSDOWN = 0x0100
+
+VFIO_PCI_OFFSET_SHIFT = 40  # vfio_pci_core: region index = offset >> 40
+
+
+def _iommufd_mmap(file: OpenFile, length: int, prot: int, flags: int, pgoff: int) -> None:
+    """iommufd_fops_mmap (upstream, 6.16+; 6.1 has no .mmap: ENODEV). Userspace may map only
+    what a driver allocated in ``ictx->mt_mmap`` (a vIOMMU's HW queue page, offset handed out
+    by IOMMU_HW_QUEUE_ALLOC/VIOMMU_ALLOC); we allocate nothing, so every offset is ENXIO.
+    /dev/vfio/vfio under the iommufd personality is the same file (iommufd_fops)."""
+    if flags & MAP_TYPE != MAP_SHARED:
+        raise KernelError(errno.EINVAL, "iommufd maps MAP_SHARED (writable) only")
+    if prot & PROT_EXEC:
+        raise KernelError(errno.EPERM, "iommufd mappings may not be executable")
+    raise KernelError(errno.ENXIO, f"no iommufd mmap region at offset {pgoff << 12:#x}")
+
+
+def _vfio_device_mmap(file: OpenFile, length: int, prot: int, flags: int, pgoff: int) -> None:
+    """vfio_device_fops_mmap -> vfio_pci_core_mmap: EINVAL for an unbound cdev, for a private
+    mapping, and for a region that is not a BAR or has no VFIO_REGION_INFO_FLAG_MMAP -- which
+    is every region we report."""
+    if file.kind is FileKind.CDEV and not getattr(file, "bound", False):
+        raise KernelError(errno.EINVAL, "the device cdev is not bound to an iommufd")
+    if flags & MAP_TYPE != MAP_SHARED:
+        raise KernelError(errno.EINVAL, "vfio-pci maps regions MAP_SHARED (writable) only")
+    index = pgoff >> (VFIO_PCI_OFFSET_SHIFT - 12)
+    raise KernelError(errno.EINVAL, f"region {index} is not mmap-capable")
+
+
+_MMAP_BY_KIND = {
+    FileKind.IOMMUFD: _iommufd_mmap,
+    FileKind.CDEV: _vfio_device_mmap,
+    FileKind.DEVICE: _vfio_device_mmap,
+}
+"""The drivers' .mmap, by kind of node. Not here: the container (vfio_fops) and groups
+(vfio_group_fops), which have no .mmap (ENODEV)."""
+
+_MMAP_PASSTHROUGH = frozenset({FileKind.FAULTS, FileKind.SYSFS})

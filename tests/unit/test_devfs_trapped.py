@@ -185,3 +185,135 @@ def test_the_mount_table_cache_sees_mounts_and_unmounts() -> None:
     result = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", script],
                             capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------------------- trapped mmap
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+PROT_READ, PROT_WRITE, PROT_EXEC = 0x1, 0x2, 0x4
+
+
+class MmapWorld(World):
+    """Real fds of this process (/dev/null, opened with the mode under test) stand for the
+    caller's: trapped_mmap reads the open mode from /proc/PID/fdinfo."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fds: list[int] = []
+
+    def give_open(self, path: str, mode: int = os.O_RDWR, file: OpenFile | None = None) -> int:
+        fd = os.open("/dev/null", mode | os.O_CLOEXEC)
+        self.fds.append(fd)
+        self.give(fd, path, file)
+        return fd
+
+    def mmap(self, fd: int, flags: int, length: int = 4096, prot: int = PROT_READ | PROT_WRITE,
+             offset: int = 0) -> int | None:
+        return self.fs.trapped_mmap(os.getpid(), fd, length, prot, flags, offset)
+
+    def mmap_errno(self, fd: int, flags: int, **kw: int) -> int:
+        with pytest.raises(KernelError) as info:
+            self.mmap(fd, flags, **kw)
+        return info.value.errno
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+@pytest.fixture
+def mw():
+    w = MmapWorld()
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize("path", ["/dev/vfio/vfio", "/dev/vfio/1", "/dev/vfio/devices/vfio0",
+                                  "/dev/iommu", "/dev/ioasid"])
+def test_mmap_of_every_node_as_the_kernel_answers(mw: MmapWorld, path: str) -> None:
+    fd = mw.give_open(path)
+    if path in ("/dev/vfio/vfio", "/dev/vfio/1"):  # no .mmap
+        assert mw.mmap_errno(fd, MAP_SHARED) == errno.ENODEV
+        assert mw.mmap_errno(fd, MAP_PRIVATE) == errno.ENODEV
+        assert mw.mmap_errno(fd, MAP_SHARED | 0x100) == errno.ENODEV  # MAP_GROWSDOWN: after ENODEV
+    elif path == "/dev/vfio/devices/vfio0":  # vfio_device_fops_mmap: not bound
+        assert mw.mmap_errno(fd, MAP_SHARED) == errno.EINVAL
+        assert mw.mmap_errno(fd, MAP_PRIVATE) == errno.EINVAL
+    else:  # iommufd_fops_mmap (upstream): nothing allocated at any offset
+        assert mw.mmap_errno(fd, MAP_SHARED) == errno.ENXIO
+        assert mw.mmap_errno(fd, MAP_SHARED, offset=0x10000) == errno.ENXIO
+        assert mw.mmap_errno(fd, MAP_PRIVATE) == errno.EINVAL
+        assert mw.mmap_errno(fd, MAP_SHARED, prot=PROT_READ | PROT_EXEC) == errno.EPERM
+        assert mw.mmap_errno(fd, MAP_SHARED | 0x100) == errno.EINVAL  # VM_GROWSDOWN
+    # The VFS's checks come first, whatever the node.
+    assert mw.mmap_errno(fd, MAP_SHARED, offset=0x800) == errno.EINVAL
+    assert mw.mmap_errno(fd, MAP_SHARED, length=0) == errno.EINVAL
+    assert mw.mmap_errno(fd, MAP_SHARED, length=2**64 - 1) == errno.ENOMEM
+    assert mw.mmap_errno(fd, 0) == errno.EINVAL  # no map type
+    assert mw.mmap_errno(fd, 0x3 | 0x80000) == errno.EOPNOTSUPP  # SHARED_VALIDATE | MAP_SYNC
+    assert mw.mmap_errno(fd, MAP_PRIVATE | 0x40000) == errno.EINVAL  # MAP_HUGETLB
+    # A character device's range may reach 2^64 - 1 (not a regular file's 2^63)...
+    assert mw.mmap_errno(fd, MAP_PRIVATE, offset=2**64 - 0x2000) == \
+        (errno.ENODEV if path in ("/dev/vfio/vfio", "/dev/vfio/1") else errno.EINVAL)
+    # ... but no further.
+    assert mw.mmap_errno(fd, MAP_PRIVATE, offset=2**64 - 0x1000, length=0x2000) == errno.EOVERFLOW
+
+
+def test_mmap_follows_the_open_mode(mw: MmapWorld) -> None:
+    ro = mw.give_open("/dev/iommu", os.O_RDONLY)
+    wo = mw.give_open("/dev/iommu", os.O_WRONLY)
+    # A writable shared map of a read-only file: EACCES; a read-only one is shared in name only
+    # (do_mmap drops VM_SHARED), so iommufd says EINVAL as for MAP_PRIVATE.
+    assert mw.mmap_errno(ro, MAP_SHARED, prot=PROT_READ | PROT_WRITE) == errno.EACCES
+    assert mw.mmap_errno(ro, MAP_SHARED, prot=PROT_READ) == errno.EINVAL
+    assert mw.mmap_errno(wo, MAP_SHARED) == errno.EACCES  # not open for reading
+    assert mw.mmap_errno(wo, MAP_PRIVATE) == errno.EACCES
+    group = mw.give_open("/dev/vfio/1", os.O_RDONLY)
+    assert mw.mmap_errno(group, MAP_SHARED, prot=PROT_WRITE) == errno.EACCES  # before ENODEV
+
+
+def test_mmap_of_a_device_fd_is_einval(mw: MmapWorld) -> None:
+    device = NewContainerFile()
+    device.kind = FileKind.DEVICE
+    fd = mw.give_open("/dev/vfio/1", file=device)
+    assert mw.mmap_errno(fd, MAP_SHARED) == errno.EINVAL
+    assert mw.mmap_errno(fd, MAP_PRIVATE) == errno.EINVAL
+    assert mw.mmap_errno(fd, MAP_SHARED, offset=1 << 40) == errno.EINVAL  # region 1
+
+
+def test_mmap_locked_needs_memlock(mw: MmapWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    fd = mw.give_open("/dev/vfio/vfio")
+    limits = {"limit": 0, "cap": False, "locked": 0}
+
+    def caller_for(pid: int, memory: object = None) -> Caller:
+        return Caller(pid, w_memory, memlock_limit=lambda: limits["limit"],
+                      can_lock_memory=lambda: limits["cap"], locked_pages=lambda: limits["locked"])
+
+    w_memory = mw.memory
+    monkeypatch.setattr(mw.fs, "_caller_for", caller_for)
+    MAP_LOCKED = 0x2000
+    assert mw.mmap_errno(fd, MAP_SHARED | MAP_LOCKED) == errno.EPERM
+    limits["cap"] = True
+    assert mw.mmap_errno(fd, MAP_SHARED | MAP_LOCKED) == errno.ENODEV
+    limits.update(cap=False, limit=8192, locked=1)
+    assert mw.mmap_errno(fd, MAP_SHARED | MAP_LOCKED, length=8192) == errno.EAGAIN
+    assert mw.mmap_errno(fd, MAP_SHARED | MAP_LOCKED, length=4096) == errno.ENODEV
+    limits["limit"] = -1  # RLIM_INFINITY
+    assert mw.mmap_errno(fd, MAP_SHARED | MAP_LOCKED, length=1 << 30) == errno.ENODEV
+
+
+def test_mmap_of_files_that_are_no_kernel_node_or_not_ours_runs_for_real(mw: MmapWorld) -> None:
+    faults = mw.give_open("/dev/faults", os.O_RDONLY)
+    assert mw.mmap(faults, MAP_SHARED) is None
+    assert mw.mmap(faults, MAP_PRIVATE) is None
+    sysfs = next(n for n in mw.tree.nodes.values() if n.kind is FileKind.SYSFS)
+    fd = mw.give_open(sysfs.path, os.O_RDONLY)
+    assert mw.mmap(fd, MAP_PRIVATE) is None
+    assert mw.fs.trapped_mmap(os.getpid(), 1234, 4096, PROT_READ, MAP_SHARED, 0) is None  # foreign
+    assert mw.fs.trapped_mmap(os.getpid(), 99, 4096, PROT_READ, MAP_SHARED, 0) is None  # closed
+
+
+def test_a_refused_mmap_is_logged(mw: MmapWorld, caplog: pytest.LogCaptureFixture) -> None:
+    fd = mw.give_open("/dev/vfio/1")
+    with caplog.at_level("INFO", logger="ioasidfs"):
+        mw.mmap_errno(fd, MAP_PRIVATE, offset=0x3000)
+    assert "mmap(/dev/vfio/1, 0x1000, prot=0x3, flags=0x2, off=0x3000) = -1 ENODEV" in caplog.text

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ioasidfs import seccomp, vfs
 from ioasidfs.launcher import SECCOMP_FILTER, TRAPPED_COMMANDS
-from ioasidfs.seccomp import (AUDIT_ARCH_X86_64, NR_IOCTL, SECCOMP_RET_ALLOW,
+from ioasidfs.seccomp import (AUDIT_ARCH_X86_64, NR_IOCTL, NR_MMAP, SECCOMP_RET_ALLOW,
                               SECCOMP_RET_USER_NOTIF, Insn, Notification)
 from ioasidfs.uapi.vfio import VFIO_GROUP_GET_DEVICE_FD
 
@@ -20,6 +20,10 @@ X32_SYSCALL_BIT = 0x40000000
 FIONREAD = 0x541B
 TCGETS = 0x5401
 GET_DEVICE_FD = 0x3B6A
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_ANONYMOUS = 0x20
+NR_MMAP_I386 = 90  # old_mmap; 192 is mmap2
 
 
 def seccomp_data(nr: int, arch: int, args: tuple[int, ...] = (), ip: int = 0x401000) -> bytes:
@@ -60,6 +64,11 @@ def run_bpf(program: bytes, data: bytes) -> int:
 
 
 PROGRAM = seccomp.build_filter({FIONREAD, GET_DEVICE_FD})
+
+
+def mmap_data(flags: int, fd: int, nr: int = NR_MMAP, arch: int = AUDIT_ARCH_X86_64) -> bytes:
+    """mmap(NULL, 4096, PROT_READ, flags, fd, 0): fd as a register holds it (an int, sign-extended)."""
+    return seccomp_data(nr, arch, (0, 4096, 1, flags, fd & (2**64 - 1), 0))
 
 
 @pytest.mark.parametrize("data, expected", [
@@ -132,7 +141,7 @@ def test_program_shape() -> None:
 def test_the_launchers_filter_traps_its_commands_and_nothing_else() -> None:
     assert TRAPPED_COMMANDS == set(vfs.TRAPPED) | {VFIO_GROUP_GET_DEVICE_FD}
     program = SECCOMP_FILTER
-    assert len(seccomp.decode_filter(program)) == 7 + len(TRAPPED_COMMANDS) + 3
+    assert len(seccomp.decode_filter(program)) == 7 + len(TRAPPED_COMMANDS) + 3 + 5
     for cmd in TRAPPED_COMMANDS:
         assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, cmd))) == SECCOMP_RET_USER_NOTIF
     for cmd in (0x5451, 0x5450, 0x5421, 0x5452, 2, 0xC020660B, 0x3B64, 0x3B65):
@@ -140,6 +149,9 @@ def test_the_launchers_filter_traps_its_commands_and_nothing_else() -> None:
         assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, cmd))) == SECCOMP_RET_ALLOW
     # Sized VFIO-type commands are trapped too.
     assert run_bpf(program, seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, 0xC0143B6B))) == SECCOMP_RET_USER_NOTIF
+    # And mmap() of a file, not anonymous memory.
+    assert run_bpf(program, mmap_data(MAP_SHARED, 3)) == SECCOMP_RET_USER_NOTIF
+    assert run_bpf(program, mmap_data(MAP_PRIVATE | MAP_ANONYMOUS, -1)) == SECCOMP_RET_ALLOW
 
 
 def test_build_filter_rejects_nothing_and_too_much() -> None:
@@ -173,3 +185,83 @@ def test_notification_round_trip_and_ioctl_arguments() -> None:
     assert Notification.unpack(n.pack()) == n
     assert n.is_x86_64_ioctl
     assert n.ioctl_args == (3, FIONREAD, 0xFFFF_8000_0000_1000)
+
+
+MMAP_PROGRAM = seccomp.build_filter({FIONREAD, GET_DEVICE_FD}, trap_file_mmap=True)
+MMAP_SIZED_PROGRAM = seccomp.build_filter({FIONREAD}, sized_type=ord(";"), trap_file_mmap=True)
+
+
+@pytest.mark.parametrize("program", [MMAP_PROGRAM, MMAP_SIZED_PROGRAM], ids=["plain", "sized"])
+@pytest.mark.parametrize("data, expected", [
+    (mmap_data(MAP_SHARED, 3), SECCOMP_RET_USER_NOTIF),
+    (mmap_data(MAP_PRIVATE, 3), SECCOMP_RET_USER_NOTIF),
+    (mmap_data(0x3, 5), SECCOMP_RET_USER_NOTIF),  # MAP_SHARED_VALIDATE
+    (mmap_data(0, 3), SECCOMP_RET_USER_NOTIF),  # no map type: the kernel says EINVAL, we too
+    # fd -1 in the low half only: fget(unsigned int) sees -1 as well, EBADF.
+    (mmap_data(MAP_PRIVATE, -1), SECCOMP_RET_ALLOW),
+    (seccomp_data(NR_MMAP, AUDIT_ARCH_X86_64, (0, 4096, 1, MAP_SHARED, 0x1_FFFF_FFFF, 0)),
+     SECCOMP_RET_ALLOW),
+    # High garbage around a real fd: the kernel takes the low 32 bits, so do we.
+    (seccomp_data(NR_MMAP, AUDIT_ARCH_X86_64, (0, 4096, 1, MAP_SHARED, 0xFFFF_FFFF_0000_0003, 0)),
+     SECCOMP_RET_USER_NOTIF),
+    (mmap_data(MAP_PRIVATE | MAP_ANONYMOUS, -1), SECCOMP_RET_ALLOW),
+    (mmap_data(MAP_SHARED | MAP_ANONYMOUS, 3), SECCOMP_RET_ALLOW),  # the fd is ignored
+    (mmap_data(MAP_SHARED | MAP_ANONYMOUS | 0xFFFF_0000, 3), SECCOMP_RET_ALLOW),
+    (mmap_data(MAP_SHARED, 3, nr=10), SECCOMP_RET_ALLOW),  # mprotect
+    (mmap_data(MAP_SHARED, 3, nr=NR_MMAP | 0x40000000), SECCOMP_RET_ALLOW),  # x32
+    (mmap_data(MAP_SHARED, 3, nr=192, arch=AUDIT_ARCH_I386), SECCOMP_RET_ALLOW),  # i386 mmap2
+    (mmap_data(MAP_SHARED, 3, arch=AUDIT_ARCH_I386), SECCOMP_RET_ALLOW),  # i386 nr 9: link
+    # The ioctl part is unchanged.
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, FIONREAD, 0)), SECCOMP_RET_USER_NOTIF),
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (3, TCGETS, 0)), SECCOMP_RET_ALLOW),
+    # an ioctl whose arguments look like a file mmap's is still judged as an ioctl
+    (seccomp_data(NR_IOCTL, AUDIT_ARCH_X86_64, (0, TCGETS, 1, MAP_SHARED, 3, 0)), SECCOMP_RET_ALLOW),
+], ids=["shared", "private", "shared-validate", "no-type", "fd-minus-1", "fd-minus-1-low-half",
+        "fd-high-garbage", "anonymous", "anonymous-with-fd", "anonymous-high-flag-bits", "mprotect",
+        "x32", "i386-mmap2", "i386-nr9", "ioctl-trapped", "ioctl-allowed", "ioctl-not-mmap"])
+def test_file_mmap_trapping(program: bytes, data: bytes, expected: int) -> None:
+    assert run_bpf(program, data) == expected
+
+
+@given(nr=st.sampled_from([NR_MMAP, 0, 10, 192, NR_MMAP | 0x40000000]),
+       arch=st.sampled_from([AUDIT_ARCH_X86_64, AUDIT_ARCH_I386]),
+       flags=st.integers(0, 2**64 - 1), fd=st.integers(0, 2**64 - 1), sized=st.booleans())
+def test_file_mmap_trapped_exactly(nr: int, arch: int, flags: int, fd: int, sized: bool) -> None:
+    program = MMAP_SIZED_PROGRAM if sized else MMAP_PROGRAM
+    data = seccomp_data(nr, arch, (0, 4096, 3, flags, fd, 0))
+    trapped = (arch == AUDIT_ARCH_X86_64 and nr == NR_MMAP and fd & 0xFFFF_FFFF != 0xFFFF_FFFF
+               and not flags & MAP_ANONYMOUS)
+    assert run_bpf(program, data) == (SECCOMP_RET_USER_NOTIF if trapped else SECCOMP_RET_ALLOW)
+
+
+def test_program_shape_with_mmap() -> None:
+    insns = seccomp.decode_filter(seccomp.build_filter([GET_DEVICE_FD, FIONREAD], trap_file_mmap=True))
+    assert insns == [
+        Insn(0x20, 0, 0, 4),  # A = arch
+        Insn(0x15, 0, 10, AUDIT_ARCH_X86_64),  # != x86_64 -> ALLOW (index 12)
+        Insn(0x20, 0, 0, 0),  # A = nr
+        Insn(0x15, 0, 3, NR_IOCTL),  # != ioctl -> MMAP (index 7)
+        Insn(0x20, 0, 0, 24),  # A = low 32 bits of args[1]
+        Insn(0x15, 7, 0, GET_DEVICE_FD),  # == -> NOTIFY (index 13)
+        Insn(0x15, 6, 5, FIONREAD),  # the last command: else -> ALLOW
+        Insn(0x15, 0, 4, NR_MMAP),  # MMAP: A still holds nr; != mmap -> ALLOW
+        Insn(0x20, 0, 0, 48),  # A = low 32 bits of args[4] (fd)
+        Insn(0x15, 2, 0, 0xFFFFFFFF),  # fd -1 -> ALLOW
+        Insn(0x20, 0, 0, 40),  # A = low 32 bits of args[3] (flags)
+        Insn(0x45, 0, 1, MAP_ANONYMOUS),  # anonymous -> ALLOW, else NOTIFY
+        Insn(0x06, 0, 0, SECCOMP_RET_ALLOW),
+        Insn(0x06, 0, 0, SECCOMP_RET_USER_NOTIF),
+    ]
+
+
+def test_build_filter_bounds_with_mmap() -> None:
+    assert len(seccomp.decode_filter(seccomp.build_filter(range(247), trap_file_mmap=True))) == 259
+    with pytest.raises(ValueError):
+        seccomp.build_filter(range(248), trap_file_mmap=True)
+
+
+def test_mmap_notification_arguments() -> None:
+    n = Notification(8, 1234, 0, NR_MMAP, AUDIT_ARCH_X86_64, 0x401000,
+                     (0x7F00_0000_0000, 0x2000, 3, MAP_SHARED, 0xFFFFFFFF_00000004, 0x1000))
+    assert n.is_x86_64_mmap and not n.is_x86_64_ioctl
+    assert n.mmap_args == (0x7F00_0000_0000, 0x2000, 3, MAP_SHARED, 4, 0x1000)

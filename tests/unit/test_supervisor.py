@@ -1,15 +1,17 @@
 """The supervisor against a real seccomp filter, with a fake handler instead of the filesystem.
 
 A forked child installs a filter (NO_NEW_PRIVS: no root needed) trapping a few private ioctl
-numbers and FIONREAD, issues them, and reports what its ioctl() calls returned. Every kind of
-answer is exercised: a value, an errno, CONTINUE (the fd is not ours, or the handler says so),
-a new fd (ADDFD|SEND, O_CLOEXEC), a handler crash (EIO), and the end of supervision when the
-last filtered task exits.
+numbers, FIONREAD and mmap() of files, issues them, and reports what its calls returned. Every
+kind of answer is exercised: a value, an errno, CONTINUE (the fd is not ours, or the handler
+says so), a new fd (ADDFD|SEND, O_CLOEXEC), a handler crash (EIO), and the end of supervision
+when the last filtered task exits.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
+import mmap
 import json
 import os
 import socket
@@ -31,6 +33,7 @@ T_NEWFD = IO("Z", 3)
 T_CRASH = IO("Z", 4)
 T_UNOPENABLE = IO("Z", 5)
 FIONREAD = 0x541B
+MAPPED_ADDRESS = 0x5000_0000_0000
 
 
 class FakeNewFile:
@@ -48,14 +51,25 @@ class FakeNewFile:
 
 
 class FakeHandler:
-    def __init__(self, ours: int, new_file_path: str) -> None:
+    def __init__(self, ours: int, new_file_path: str, ours_file: int = -1) -> None:
         self.ours = ours
+        self.ours_file = ours_file
         self.new_file_path = new_file_path
         self.calls: list[tuple[int, int, int, int]] = []
+        self.mmaps: list[tuple[int, int, int, int, int, int]] = []
         self.unopenable = FakeNewFile(None)
 
     def may_be_ours(self, pid: int, fd: int) -> bool:
-        return fd == self.ours
+        return fd in (self.ours, self.ours_file)
+
+    def trapped_mmap(self, pid: int, fd: int, length: int, prot: int, flags: int,
+                     offset: int) -> int | None:
+        self.mmaps.append((pid, fd, length, prot, flags, offset))
+        if length == 0x1000:
+            raise KernelError(errno.ENODEV, "no mmap")
+        if length == 0x3000:
+            return MAPPED_ADDRESS
+        return None  # the real mmap() runs
 
     def trapped_ioctl(self, pid: int, fd: int, cmd: int, arg: int) -> int | NewFile | None:
         self.calls.append((pid, fd, cmd, arg))
@@ -72,8 +86,22 @@ class FakeHandler:
         return None  # FIONREAD: "not ours after all"
 
 
-def _child(ours: int, other: int, report: int, sock: socket.socket) -> None:  # pragma: no cover
+def _child(ours: int, other: int, report: int, sock: socket.socket, ours_file: int,
+           other_file: int) -> None:  # pragma: no cover
     results: dict[str, object] = {}
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+
+    def map_(name: str, fd: int, length: int, flags: int) -> None:
+        address = libc.mmap(None, length, mmap.PROT_READ, flags, fd, 0)
+        if address == 2**64 - 1:
+            results[name] = errno.errorcode[ctypes.get_errno()]
+        elif address == MAPPED_ADDRESS:
+            results[name] = "our value"  # nothing is mapped there: never touch it
+        else:
+            results[name] = ctypes.string_at(address, 4).decode()
 
     def call(name: str, fd: int, cmd: int, arg: int | bytearray = 0) -> None:
         try:
@@ -88,7 +116,7 @@ def _child(ours: int, other: int, report: int, sock: socket.socket) -> None:  # 
     try:
         seccomp.set_no_new_privs()
         listener = seccomp.install_filter(seccomp.build_filter(
-            [T_VALUE, T_ERRNO, T_NEWFD, T_CRASH, T_UNOPENABLE, FIONREAD]))
+            [T_VALUE, T_ERRNO, T_NEWFD, T_CRASH, T_UNOPENABLE, FIONREAD], trap_file_mmap=True))
         socket.send_fds(sock, [b"L"], [listener])
         os.close(listener)
         call("value", ours, T_VALUE, 5)
@@ -98,6 +126,11 @@ def _child(ours: int, other: int, report: int, sock: socket.socket) -> None:  # 
         call("crash", ours, T_CRASH)
         call("unopenable", ours, T_UNOPENABLE)
         call("newfd", ours, T_NEWFD)
+        map_("mmap-errno", ours_file, 0x1000, mmap.MAP_SHARED)
+        map_("mmap-continued", ours_file, 0x2000, mmap.MAP_PRIVATE)
+        map_("mmap-value", ours_file, 0x3000, mmap.MAP_SHARED)
+        map_("mmap-not-ours", other_file, 0x1000, mmap.MAP_SHARED)  # never reaches the handler
+        map_("mmap-anonymous", -1, 0x1000, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # not trapped
         newfd = results["newfd"]
         if isinstance(newfd, int):
             results["newfd-cloexec"] = bool(fcntl.fcntl(newfd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
@@ -111,6 +144,10 @@ def _child(ours: int, other: int, report: int, sock: socket.socket) -> None:  # 
 def test_every_kind_of_answer(tmp_path: Path) -> None:
     content = tmp_path / "device"
     content.write_text("the new file")
+    (tmp_path / "ours").write_bytes(b"OURS")
+    (tmp_path / "other").write_bytes(b"OTHR")
+    ours_file = os.open(tmp_path / "ours", os.O_RDONLY)
+    other_file = os.open(tmp_path / "other", os.O_RDONLY)
     ours_r, ours_w = os.pipe()
     os.write(ours_w, b"12345")
     other_r, other_w = os.pipe()
@@ -118,10 +155,10 @@ def test_every_kind_of_answer(tmp_path: Path) -> None:
     parent_sock, child_sock = socket.socketpair()
     pid = os.fork()
     if pid == 0:  # pragma: no cover
-        _child(ours_r, other_r, report_w, child_sock)
+        _child(ours_r, other_r, report_w, child_sock, ours_file, other_file)
     child_sock.close()
     os.close(report_w)
-    handler = FakeHandler(ours_r, str(content))
+    handler = FakeHandler(ours_r, str(content), ours_file)
     try:
         _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)
         assert len(fds) == 1
@@ -135,7 +172,7 @@ def test_every_kind_of_answer(tmp_path: Path) -> None:
         results = json.loads(os.read(report_r, 65536))
     finally:
         _, status = os.waitpid(pid, 0)
-        for fd in (ours_r, ours_w, other_r, other_w, report_r):
+        for fd in (ours_r, ours_w, other_r, other_w, report_r, ours_file, other_file):
             os.close(fd)
         parent_sock.close()
     assert os.waitstatus_to_exitcode(status) == 0
@@ -150,6 +187,11 @@ def test_every_kind_of_answer(tmp_path: Path) -> None:
         "newfd-cloexec": True,
         "newfd-content": "the new file",
         "lowest-free": True,
+        "mmap-errno": "ENODEV",
+        "mmap-continued": "OURS",  # the real mmap() of the file ran
+        "mmap-value": "our value",
+        "mmap-not-ours": "OTHR",
+        "mmap-anonymous": "\0\0\0\0",
     }
     assert isinstance(results["newfd"], int) and results["newfd"] > 2
     assert handler.unopenable.abandoned
@@ -158,3 +200,9 @@ def test_every_kind_of_answer(tmp_path: Path) -> None:
         (ours_r, T_VALUE, 5), (ours_r, T_ERRNO, 0), (ours_r, FIONREAD, handler.calls[2][3]),
         (ours_r, T_CRASH, 0), (ours_r, T_UNOPENABLE, 0), (ours_r, T_NEWFD, 0)]
     assert {call_pid for call_pid, _, _, _ in handler.calls} == {pid}
+    # mmap: the raw arguments, the fd's low half; anonymous and foreign maps never reached it.
+    assert [m[1:] for m in handler.mmaps] == [
+        (ours_file, 0x1000, mmap.PROT_READ, mmap.MAP_SHARED, 0),
+        (ours_file, 0x2000, mmap.PROT_READ, mmap.MAP_PRIVATE, 0),
+        (ours_file, 0x3000, mmap.PROT_READ, mmap.MAP_SHARED, 0)]
+    assert {m[0] for m in handler.mmaps} == {pid}
