@@ -39,7 +39,7 @@ from . import vfs
 from .client import (CAP_IPC_LOCK, CAP_SYS_ADMIN, ProcessEventfd, ProcessFds, ProcessMemory,
                      locked_pages, memlock_limit, read_status, start_time, user_range_ok)
 from .engine import FOREIGN, Caller, ClientMemory, Engine, FileKind, OpenFile
-from .devtree import DevTree, Node
+from .devtree import DEVICE_FDS_DIR, DevTree, Node
 from .errors import KernelError
 from .fuse import abi
 from .fuse.codec import Attr, DirEntry, FsStats
@@ -86,14 +86,21 @@ class DevFs:
         self.dev_filesystem = vfs.DevFilesystem()
         self._staged: dict[int, StagedFile] = {}
         self.mountpoint: str | None = None
+        self._own_mount_ids: set[int] = set()
+        self.device_fds_dir: int | None = None  # O_PATH fd of devfds/ (``ioasidfs run``)
         engine.still_open = self._still_open
 
-    def mounted(self, device: str, mountpoint: str | None = None) -> None:
-        """Tell the filesystem the "major:minor" of its mount (from /proc/self/mountinfo) and
-        where it is mounted in our namespace (new files are opened through it)."""
+    def mounted(self, device: str, mountpoint: str | None = None,
+                mount_id: int | None = None) -> None:
+        """Tell the filesystem the "major:minor" of its mount (from /proc/self/mountinfo), where
+        it is mounted in our namespace (new files are opened through it) and its mount id:
+        ``ioasidfs run`` detaches that mount once pieces of it are bound into /dev, and files
+        opened through it (device fds) keep its id, which the mount table no longer lists."""
         major, minor = device.split(":")
         self._fuse_device = (int(major), int(minor))
         self.mountpoint = mountpoint
+        if mount_id is not None:
+            self._own_mount_ids.add(mount_id)
 
     def serving_cuse(self, rdevs: Iterable[int] = ()) -> None:
         """We serve CUSE devices (``ioasidfs cuse``), whose device numbers are ``rdevs``."""
@@ -324,7 +331,7 @@ class DevFs:
         """
         info = _read_fdinfo(pid, fd)
         return info is not None and self._fuse_device is not None and \
-            _fdinfo_field(info, b"mnt_id:") in _mount_ids_of(self._fuse_device)
+            _fdinfo_field(info, b"mnt_id:") in self._mount_ids()
 
     def trapped_ioctl(self, pid: int, fd: int, cmd: int, arg: int) -> "int | StagedFile | None":
         """Answer ioctl(fd, cmd, arg) of thread ``pid``, trapped by seccomp (:mod:`ioasidfs.vfs`
@@ -391,6 +398,21 @@ class DevFs:
         # caller either (we cannot map into it): say so rather than pretend.
         log.warning("pid %d: %s: the driver accepted a mapping we cannot make; ENODEV", pid, call)
         raise KernelError(errno.ENODEV, "mappings of our files cannot be made")
+
+    def pin_device_fds_dir(self, mountpoint: str) -> None:
+        """Keep a handle on ``devfds/`` under ``mountpoint`` before that mount is detached
+        (``ioasidfs run`` binds pieces of it into /dev and drops the mount itself): device fds
+        are opened relative to it. Does a FUSE lookup: never call it on the reader thread."""
+        self.device_fds_dir = os.open(os.path.join(mountpoint, DEVICE_FDS_DIR),
+                                      os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def open_new_file(self, node: Node) -> int:
+        """Open ``node`` for a new file we hand to a client (O_CLOEXEC: it must not leak into a
+        program we start)."""
+        flags = os.O_RDWR | os.O_CLOEXEC
+        if self.device_fds_dir is not None and node.parent is self.tree.device_fds:
+            return os.open(node.name, flags, dir_fd=self.device_fds_dir)
+        return os.open(self.path_of(node), flags)
 
     def path_of(self, node: Node) -> str:
         """Where we reach ``node`` ourselves: through our mountpoint (``devfds/`` is never bound
@@ -485,6 +507,12 @@ class DevFs:
             else:
                 os.close(copy)
 
+    def _mount_ids(self) -> set[int]:
+        """Every mount id a file of ours can carry: the mounts of our connection in the table,
+        and the mount we were served on even once detached."""
+        assert self._fuse_device is not None
+        return _mount_ids_of(self._fuse_device) | self._own_mount_ids
+
     def _is_ours(self, fd: int) -> bool:
         """Whether our copy ``fd`` is a file of our mount: its fdinfo's mount id is one of ours.
 
@@ -498,7 +526,7 @@ class DevFs:
         if self._fuse_device is None:
             return False
         info = _read_fdinfo("self", fd)
-        return info is not None and _fdinfo_field(info, b"mnt_id:") in _mount_ids_of(self._fuse_device)
+        return info is not None and _fdinfo_field(info, b"mnt_id:") in self._mount_ids()
 
     # ------------------------------------------------------------------ still open?
     def _still_open(self, file: OpenFile) -> bool:
@@ -507,7 +535,7 @@ class DevFs:
             return True  # CUSE's RELEASE is synchronous: not seen yet means still open
         if node is None or self._fuse_device is None:
             return False
-        mount_ids = _mount_ids_of(self._fuse_device)
+        mount_ids = self._mount_ids()
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
@@ -629,7 +657,7 @@ class StagedFile:
         me = threading.get_native_id()
         self.fs._staged[me] = self
         try:
-            fd = os.open(self.fs.path_of(self.node), os.O_RDWR | os.O_CLOEXEC)
+            fd = self.fs.open_new_file(self.node)
         finally:
             self.fs._staged.pop(me, None)
         if not self.claimed:  # reached some other file: not what we meant to hand out

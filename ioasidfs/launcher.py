@@ -114,6 +114,8 @@ async def _serve_and_run(daemon: Daemon, fuse_fd: int, staging: str, child: "_Ch
             # The fake sysfs first: bind_into_dev drops the staging mount it is bound from.
             await trio.to_thread.run_sync(functools.partial(bind_sysfs, staging, BIND_TARGETS,
                                                             sysfs_dir=SYSFS_DIR))
+            # Device fds are opened through devfds/, which is not bound anywhere: keep a handle.
+            await trio.to_thread.run_sync(daemon.fs.pin_device_fds_dir, staging)
             await trio.to_thread.run_sync(bind_into_dev, staging, dirs, files)
             child.go()
             listener = await child.receive_listener()

@@ -163,16 +163,22 @@ async def _install(listener: int, nid: int, new: NewFile, engine_lock: trio.Lock
         return
     try:
         # O_CLOEXEC, as the kernel's get_unused_fd_flags(O_CLOEXEC) for a device fd.
-        seccomp.add_fd(listener, nid, ours, send_reply=True, cloexec=True)
+        installed = seccomp.add_fd(listener, nid, ours, send_reply=False, cloexec=True)
     except OSError as error:
+        # Ours is the last reference: closing it sends the RELEASE that gives the file back to
+        # the engine (from a thread: the reader must be free to serve it).
+        await trio.to_thread.run_sync(os.close, ours)
         # ENOENT: the caller is gone. Anything else (EMFILE: its fd table is full) is the
         # errno the kernel would have given when it allocated the fd.
         if error.errno != errno.ENOENT:
             seccomp.send(listener, nid, error=error.errno or errno.EIO)
-    finally:
-        # Not the last reference once installed; if it is (ADDFD failed), closing it sends
-        # the RELEASE that gives the file back to the engine.
-        await trio.to_thread.run_sync(os.close, ours)
+        return
+    # Drop our reference *before* the caller resumes: its close() must be the last one, so
+    # that the file is released when it closes it, as the kernel's device fd is. (ADDFD with
+    # FLAG_SEND would resume the caller first and leave the release to our close.) The
+    # caller holds the file now, so this close sends nothing to the reader.
+    os.close(ours)
+    seccomp.send(listener, nid, val=installed)
 
 
 def _usable_errno(error: KernelError) -> int:

@@ -29,11 +29,11 @@ what happened in :attr:`EduDevice.errors` (QEMU only logs):
 
 * A buffer-side range outside 0x40000..0x40fff: QEMU logs and then reads/writes past its buffer
   (memory corruption). Here the transfer is dropped; the command still completes.
-* An IOMMU fault (:class:`~ioasidfs.errors.IommuFault`), no address space attached, or Bus
-  Master Enable off: the transfer is aborted before any byte moves (the client's memory is
-  untouched, the buffer unchanged), the command completes (RUN clears, the interrupt is raised if
-  asked): edu has no error status, so a driver sees a completed DMA, as under QEMU with a
-  vIOMMU. The fault itself is already in the space's fault log.
+* An IOMMU fault: the transfer moves page by page as under QEMU with a vIOMMU (the reference
+  VM): mapped pages move, blocked pages are lost -- not written to RAM, read as zeros into the
+  buffer -- and each is in the space's fault log. No address space attached, or Bus Master
+  Enable off: nothing moves at all. Either way the command completes (RUN clears, the
+  interrupt is raised if asked): edu has no error status, so a driver sees a completed DMA.
 * Reset: QEMU's edu has no reset handler (its registers survive a system reset). A function
   level reset here restores everything to power-on values, as FLR does on real hardware.
 
@@ -52,7 +52,7 @@ from typing import Deque
 
 from ..config import EDU_DEVICE, EDU_VENDOR, BarConfig, DeviceConfig
 from ..errors import IommuFault
-from .dma import DmaSpace, dma_read_into, dma_write
+from .dma import DmaSpace, dma_read_pages_into, dma_write_pages
 from .pci import Bar, BarKind, Identity, InterruptSink, MsiCapability, PciFunction
 
 log = logging.getLogger("ioasidfs.devices.edu")
@@ -303,14 +303,14 @@ class EduDevice(PciFunction):
             error = self._error("bus-master-disabled")
         else:
             start = buffer_addr - DMA_START
-            try:
-                if to_ram:
-                    dma_write(self.dma_space, self._clamp(self.dma_dst),
-                              bytes(self.buffer[start:start + count]), device=self.name)
-                else:
-                    dma_read_into(self.dma_space, self._clamp(self.dma_src),
-                                  memoryview(self.buffer)[start:start + count], device=self.name)
-            except IommuFault as fault:
+            if to_ram:
+                fault = dma_write_pages(self.dma_space, self._clamp(self.dma_dst),
+                                        bytes(self.buffer[start:start + count]), device=self.name)
+            else:
+                fault = dma_read_pages_into(self.dma_space, self._clamp(self.dma_src),
+                                            memoryview(self.buffer)[start:start + count],
+                                            device=self.name)
+            if fault is not None:
                 error = self._error("iommu-fault", fault)
         if error is not None:
             self.errors.append(error)

@@ -18,9 +18,8 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..devices import dma
 from ..devices.pci import Bar, PciFunction
 from ..errors import KernelError
 from ..uapi import vfio as V
@@ -43,7 +42,11 @@ _FEATURE_FLAGS = (V.VFIO_DEVICE_FEATURE_MASK | V.VFIO_DEVICE_FEATURE_GET
                   | V.VFIO_DEVICE_FEATURE_SET | V.VFIO_DEVICE_FEATURE_PROBE)
 _RW = V.VFIO_REGION_INFO_FLAG_READ | V.VFIO_REGION_INFO_FLAG_WRITE
 
-DmaSpaceOf = Callable[[], dma.DmaSpace]
+if TYPE_CHECKING:
+    from ..devices.dma import DmaSpace
+
+# A string: the DMA layer imports the client layer, which imports this package.
+DmaSpaceOf = Callable[[], "DmaSpace"]
 
 
 def region_offset(index: int) -> int:

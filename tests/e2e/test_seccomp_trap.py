@@ -278,55 +278,52 @@ GET_DEVICE_FD_PROGRAM = r"""
     #include <string.h>
     #include <sys/ioctl.h>
     #include <unistd.h>
+    #include <linux/vfio.h>
 
     int main(void) {
+        int container = open("/dev/vfio/vfio", O_RDWR);
         int group = open("/dev/vfio/1", O_RDWR);
+        ioctl(group, VFIO_GROUP_SET_CONTAINER, &container);
+        ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU);
         errno = 0;
-        int dev = ioctl(group, _IO(';', 106), "0000:00:01.0");
+        int dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, "0000:00:01.0");
         printf("group=%d dev=%d %s\n", group, dev, dev < 0 ? strerrorname_np(errno) : "");
         if (dev < 0)
             return 1;
         char link[256] = {0}, path[64];
         snprintf(path, sizeof path, "/proc/self/fd/%d", dev);
         readlink(path, link, sizeof link - 1);
-        printf("cloexec=%d link=%s\n", !!(fcntl(dev, F_GETFD) & FD_CLOEXEC), link);
-        printf("api=%d ext=%d\n", ioctl(dev, _IO(';', 100)), ioctl(dev, _IO(';', 101), 3));
+        printf("cloexec=%d accmode=%d link=%s\n", !!(fcntl(dev, F_GETFD) & FD_CLOEXEC),
+               fcntl(dev, F_GETFL) & O_ACCMODE, strrchr(link, '/') ? strrchr(link, '/') : link);
+        struct vfio_device_info info = { .argsz = sizeof info };
+        int r = ioctl(dev, VFIO_DEVICE_GET_INFO, &info);
+        printf("info=%d flags=%#x regions=%u irqs=%u\n", r, info.flags, info.num_regions,
+               info.num_irqs);
         errno = 0;
-        int r = ioctl(dev, FIONREAD, &r);
+        r = ioctl(dev, FIONREAD, &r);
         printf("fionread=%d %s\n", r, strerrorname_np(errno));
+        r = ioctl(group, VFIO_GROUP_UNSET_CONTAINER);
+        printf("unset=%d %s\n", r, strerrorname_np(errno));
         close(dev);
+        printf("unset=%d\n", ioctl(group, VFIO_GROUP_UNSET_CONTAINER));
         return 0;
     }
 """
 
-# Stands in for the devices work: GET_DEVICE_FD answers with a new open file (a fresh container,
-# the only kind with a node today). Everything after the engine call is the real mechanism.
-PATCH = """
-import sys
-from ioasidfs.engine import Engine, FileKind, group
-from ioasidfs.uapi.vfio import VFIO_GROUP_GET_DEVICE_FD
-engines = []
-init = Engine.__init__
-def record(self, *args, **kwargs):
-    init(self, *args, **kwargs)
-    engines.append(self)
-Engine.__init__ = record
-group._GROUP_IOCTLS[VFIO_GROUP_GET_DEVICE_FD] = (
-    lambda self, caller, arg: engines[0].open(FileKind.CONTAINER, None, caller))
-from ioasidfs.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
-
-def test_a_trapped_ioctl_can_answer_with_a_new_fd(tmp_path: Path) -> None:
+def test_get_device_fd_installs_a_device_fd_in_the_caller(tmp_path: Path) -> None:
+    """VFIO_GROUP_GET_DEVICE_FD is trapped, answered by the engine and the new file installed
+    with SECCOMP_IOCTL_NOTIF_ADDFD: the ioctl itself returns the lowest free fd."""
     program = compile_program(tmp_path, "get_device_fd", GET_DEVICE_FD_PROGRAM)
-    result = subprocess.run([sys.executable, "-c", PATCH, "run", "--", str(program)],
+    result = subprocess.run([sys.executable, "-m", "ioasidfs", "run", "--", str(program)],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
-        "group=3 dev=4 ",  # the lowest free fd, returned by the ioctl itself
-        "cloexec=1 link=/dev/vfio/vfio",  # O_CLOEXEC, as vfio_group_ioctl_get_device_fd
-        "api=0 ext=1",  # a working open file of ours, served over FUSE from now on
-        "fionread=-1 EINVAL",  # and trapped like any other
+        "group=4 dev=5 ",  # the lowest free fd, returned by the ioctl itself
+        "cloexec=1 accmode=2 link=/0000:00:01.0",  # O_CLOEXEC and O_RDWR, as the kernel's
+        "info=0 flags=0x2 regions=9 irqs=5",  # a vfio-pci device file, served over FUSE
+        "fionread=-1 ENOTTY",  # and trapped like any other of ours
+        "unset=-1 EBUSY",  # the device fd holds the container
+        "unset=0",  # closed: released at once, as the kernel's close() does
     ]
     assert os.path.exists(program)
