@@ -32,10 +32,11 @@ def require_root() -> None:
         pytest.skip("needs root (mount(2) and mount namespaces)")
 
 
-def pending_lines(name: str) -> dict[str, str]:
-    """tests/expected/NAME.pending: expected lines we do not match yet -> why
-    (one per line: `<expected line>  # reason`; `#` lines are comments)."""
-    path = EXPECTED_DIR / f"{name}.pending"
+def pending_lines(name: str, transport: str = "") -> dict[str, str]:
+    """tests/expected/NAME.pending (NAME.cuse.pending with ``transport="cuse"``): expected
+    lines we do not match yet -> why (one per line: `<expected line>  # reason`; `#` lines are
+    comments)."""
+    path = EXPECTED_DIR / (f"{name}.{transport}.pending" if transport else f"{name}.pending")
     pending: dict[str, str] = {}
     if path.exists():
         for raw in path.read_text().splitlines():

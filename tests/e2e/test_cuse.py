@@ -33,9 +33,6 @@ NATIVE_ONLY = {"type1_limits": "it maps 65,535 pages one ioctl at a time: ~20 s 
                                "minutes in the emulated (TCG) VM; test_fidelity.py runs it on FUSE"}
 """Programs too slow for the VM: run only where this kernel has CUSE itself."""
 
-CUSE_PENDING: dict[str, dict[str, str]] = {}
-"""Expected lines CUSE does not match although FUSE does: program -> {line: reason}."""
-
 
 # =========================================================================== guest side
 def _say(section: str, text: str = "") -> None:
@@ -162,6 +159,10 @@ import pytest  # noqa: E402  (the guest side above needs nothing but the standar
 
 sys.path.insert(0, str(ROOT / "tests"))
 from support import EXPECTED_DIR, pending_lines, require_root  # noqa: E402
+
+CUSE_PENDING: dict[str, dict[str, str]] = {name: pending_lines(name, "cuse") for name in PROGRAMS}
+"""Expected lines CUSE does not match although FUSE does: program -> {line: reason}
+(tests/expected/NAME.cuse.pending)."""
 
 
 def find_vm() -> Path | None:
