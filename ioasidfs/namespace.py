@@ -55,20 +55,8 @@ def replace_dev(ours: tuple[str, ...]) -> str:
     The staging directory (inside the new tmpfs, so nothing appears on the machine) is where the
     FUSE filesystem gets mounted before its nodes are bound into place by :func:`bind_into_dev`.
     """
-    old = tempfile.mkdtemp(prefix="ioasidfs-olddev-")
-    try:
-        sys_mount("/dev", old, None, MS_BIND | MS_REC)
-        sys_mount("ioasidfs-dev", "/dev", "tmpfs", MS_NOSUID, "mode=755")
-        for entry in sorted(os.listdir(old)):
-            if entry in ours:
-                continue  # a real /dev/vfio (machine with VFIO) is shadowed by ours on purpose
-            _rebind(os.path.join(old, entry), os.path.join("/dev", entry))
-    finally:
-        try:
-            sys_umount(old, MNT_DETACH)
-        except OSError:
-            pass
-        os.rmdir(old)
+    # A real /dev/vfio (machine with VFIO) is shadowed by ours on purpose.
+    _cover("/dev", "ioasidfs-dev", skip=ours)
     os.mkdir(STAGING, 0o700)
     return STAGING
 
@@ -134,14 +122,16 @@ def _make_mountpoint(root: str, target: str, covered: list[str]) -> None:
     os.makedirs(target, 0o755, exist_ok=True)
 
 
-def _cover(directory: str) -> None:
-    """Stack a tmpfs on ``directory`` holding its original entries (bound back)."""
-    old = tempfile.mkdtemp(prefix="ioasidfs-oldsys-")
+def _cover(directory: str, source: str = "ioasidfs-sys", skip: tuple[str, ...] = ()) -> None:
+    """Stack a tmpfs (named ``source``) on ``directory`` holding its original entries, bound
+    back, except those in ``skip``."""
+    old = tempfile.mkdtemp(prefix="ioasidfs-old-")
     try:
         sys_mount(directory, old, None, MS_BIND | MS_REC)
-        sys_mount("ioasidfs-sys", directory, "tmpfs", MS_NOSUID, "mode=755")
+        sys_mount(source, directory, "tmpfs", MS_NOSUID, "mode=755")
         for entry in sorted(os.listdir(old)):
-            _rebind(os.path.join(old, entry), os.path.join(directory, entry))
+            if entry not in skip:
+                _rebind(os.path.join(old, entry), os.path.join(directory, entry))
     finally:
         try:
             sys_umount(old, MNT_DETACH)

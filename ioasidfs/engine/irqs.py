@@ -651,16 +651,15 @@ class VfioPciIrqs:
 
     def msi(self, vector: int) -> None:
         """An MSI message: signal the vector's eventfd (vfio_msihandler), if it has one."""
-        with self.lock:
-            if self.irq_type == MSI:
-                trigger = self._vectors.get(vector)
-                if trigger is not None:
-                    trigger.signal()
+        self._message(MSI, vector)
 
     def msix(self, vector: int) -> None:
         """An MSI-X message: signal the vector's eventfd, if it has one."""
+        self._message(MSIX, vector)
+
+    def _message(self, kind: int, vector: int) -> None:
         with self.lock:
-            if self.irq_type == MSIX:
+            if self.irq_type == kind:
                 trigger = self._vectors.get(vector)
                 if trigger is not None:
                     trigger.signal()
