@@ -44,7 +44,7 @@ class Daemon:
         entry = find_mount(mountpoint)
         if entry is None:
             raise RuntimeError(f"{mountpoint} is not mounted")
-        self.fs.mounted(entry.device, mountpoint, entry.mount_id)
+        self.fs.mounted(entry.device, entry.mount_id)
 
     async def serve(self, fuse_fd: int) -> None:
         try:

@@ -85,20 +85,17 @@ class DevFs:
         # run``), and the new files waiting to be opened by one of our threads (by thread id).
         self.dev_filesystem = vfs.DevFilesystem()
         self._staged: dict[int, StagedFile] = {}
-        self.mountpoint: str | None = None
         self._own_mount_ids: set[int] = set()
         self.device_fds_dir: int | None = None  # O_PATH fd of devfds/ (``ioasidfs run``)
         engine.still_open = self._still_open
 
-    def mounted(self, device: str, mountpoint: str | None = None,
-                mount_id: int | None = None) -> None:
-        """Tell the filesystem the "major:minor" of its mount (from /proc/self/mountinfo), where
-        it is mounted in our namespace (new files are opened through it) and its mount id:
-        ``ioasidfs run`` detaches that mount once pieces of it are bound into /dev, and files
-        opened through it (device fds) keep its id, which the mount table no longer lists."""
+    def mounted(self, device: str, mount_id: int | None = None) -> None:
+        """Tell the filesystem the "major:minor" of its mount (from /proc/self/mountinfo) and
+        its mount id: ``ioasidfs run`` detaches that mount once pieces of it are bound into
+        /dev, and files opened through it (device fds) keep its id, which the mount table no
+        longer lists."""
         major, minor = device.split(":")
         self._fuse_device = (int(major), int(minor))
-        self.mountpoint = mountpoint
         if mount_id is not None:
             self._own_mount_ids.add(mount_id)
 
@@ -408,18 +405,12 @@ class DevFs:
 
     def open_new_file(self, node: Node) -> int:
         """Open ``node`` for a new file we hand to a client (O_CLOEXEC: it must not leak into a
-        program we start)."""
+        program we start): a device fd through the pinned ``devfds/``, anything else by its
+        /dev path."""
         flags = os.O_RDWR | os.O_CLOEXEC
         if self.device_fds_dir is not None and node.parent is self.tree.device_fds:
             return os.open(node.name, flags, dir_fd=self.device_fds_dir)
-        return os.open(self.path_of(node), flags)
-
-    def path_of(self, node: Node) -> str:
-        """Where we reach ``node`` ourselves: through our mountpoint (``devfds/`` is never bound
-        into /dev), or its /dev path when the mountpoint is unknown (unit tests)."""
-        if self.mountpoint is None:
-            return node.path
-        return os.path.join(self.mountpoint, node.path[len("/dev/"):])
+        return os.open(node.path, flags)
 
     def _node_for_new_file(self, file: OpenFile) -> Node:
         """The node through which a new ``file`` reaches the caller: the node of its kind whose

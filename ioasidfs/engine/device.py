@@ -14,6 +14,7 @@ from ..config import DeviceConfig
 from ..devices.pci import PciFunction
 from ..errors import KernelError
 from ..uapi import vfio as V
+from ..uapi.layout import FieldValue
 from .argsz import read_argsz_struct
 from .caller import Caller
 from .files import FileKind, OpenFile
@@ -69,12 +70,14 @@ class Device:
         return True
 
 
-def check_bind_args(caller: Caller, arg: int) -> None:
-    """The first steps of vfio_df_ioctl_bind_iommufd, common to every device fd."""
+def check_bind_args(caller: Caller, arg: int) -> dict[str, FieldValue]:
+    """The first steps of vfio_df_ioctl_bind_iommufd, common to every device fd; returns the
+    struct's fields as copied in."""
     _, fields = read_argsz_struct(caller, arg, V.DEVICE_BIND_IOMMUFD, _BIND_MINSZ,
                                   "VFIO_DEVICE_BIND_IOMMUFD")
     if int(fields["flags"]) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN or int(fields["iommufd"]) < 0:
         raise KernelError(errno.EINVAL, "bad flags or negative iommufd")
+    return fields
 
 
 class DeviceFile(OpenFile):
@@ -151,8 +154,7 @@ class CdevFile(OpenFile):
 
     def bind_iommufd(self, caller: Caller, arg: int) -> int:
         """vfio_df_ioctl_bind_iommufd, in the kernel's order, up to the bind itself."""
-        check_bind_args(caller, arg)
-        fields = V.DEVICE_BIND_IOMMUFD.unpack(caller.memory.read(arg, _BIND_MINSZ))
+        fields = check_bind_args(caller, arg)
         if self.bound:
             raise KernelError(errno.EINVAL, f"{self.device.cdev_name} is already bound")
         iommufd = int(fields["iommufd"])

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 from ..devices.pci import Bar, PciFunction
 from ..errors import KernelError
 from ..uapi import vfio as V
-from .argsz import copy_in, int_field, read_argsz_struct
+from .argsz import int_field, read_argsz_struct, read_s32
 from .caller import Caller, EventSignal
 from .irqs import VfioPciIrqs
 from .vconfig import VirtualConfig, vfio_pci_disable, vfio_pci_enable
@@ -118,11 +118,8 @@ class VfioPciDevice:
 
     def get_region_info(self, caller: Caller, arg: int) -> int:
         """vfio_pci_ioctl_get_region_info: 32 bytes in; argsz, index and cap_offset echoed."""
-        raw = bytearray(copy_in(caller, arg, _REGION_MINSZ))
-        fields = V.REGION_INFO.unpack(raw)
-        if int_field(fields, "argsz") < _REGION_MINSZ:
-            raise KernelError(errno.EINVAL, f"VFIO_DEVICE_GET_REGION_INFO: argsz "
-                                            f"{int_field(fields, 'argsz')} is below {_REGION_MINSZ}")
+        raw, fields = read_argsz_struct(caller, arg, V.REGION_INFO, _REGION_MINSZ,
+                                        "VFIO_DEVICE_GET_REGION_INFO")
         index = int_field(fields, "index")
         if index == V.VFIO_PCI_CONFIG_REGION_INDEX:
             size, flags = 256, _RW  # a conventional PCI function: no extended config space
@@ -219,11 +216,9 @@ class VfioPciDevice:
     # ------------------------------------------------------------------ features
     def feature(self, caller: Caller, arg: int) -> int:
         """vfio_ioctl_device_feature (vfio_main.c) and vfio_pci_core_ioctl_feature."""
-        raw = copy_in(caller, arg, _FEATURE_MINSZ)
-        fields = V.DEVICE_FEATURE.unpack(raw)
+        _, fields = read_argsz_struct(caller, arg, V.DEVICE_FEATURE, _FEATURE_MINSZ,
+                                      "VFIO_DEVICE_FEATURE")
         argsz, flags = int_field(fields, "argsz"), int_field(fields, "flags")
-        if argsz < _FEATURE_MINSZ:
-            raise KernelError(errno.EINVAL, f"VFIO_DEVICE_FEATURE: argsz {argsz} is below 8")
         if flags & ~_FEATURE_FLAGS:
             raise KernelError(errno.EINVAL, f"VFIO_DEVICE_FEATURE: unknown flags {flags:#x}")
         both = V.VFIO_DEVICE_FEATURE_GET | V.VFIO_DEVICE_FEATURE_SET
@@ -239,7 +234,7 @@ class VfioPciDevice:
         if index == V.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP:
             if not _check_feature(flags, size, V.VFIO_DEVICE_FEATURE_SET, _WAKEUP_ENTRY_SIZE):
                 return 0
-            wakeup_fd = int.from_bytes(copy_in(caller, data, 4), "little", signed=True)
+            wakeup_fd = read_s32(caller, data)
             if wakeup_fd < 0:
                 raise KernelError(errno.EINVAL, f"wakeup eventfd {wakeup_fd}")
             wakeup = caller.eventfd(wakeup_fd)
