@@ -117,11 +117,19 @@ class DeviceConfig:
 
 @dataclass(frozen=True)
 class GroupConfig:
-    """An IOMMU group; ``viable`` False models a device still bound to a host kernel driver."""
+    """An IOMMU group; ``viable`` False models a device still bound to a host kernel driver.
+
+    ``dirty_scope`` is what type1 dirty tracking can know about the group's DMA (the kernel's
+    ``pinned_page_dirty_scope``): ``"all"`` -- a device behind a real IOMMU, which may write any
+    mapped page unseen, so every mapped page is reported dirty (vfio-pci, the default);
+    ``"pinned"`` -- the group's driver reaches memory only through pages it pins or through
+    vfio_dma_rw (an mdev-style driver), so reports show exactly the pages its device wrote.
+    """
 
     id: int
     viable: bool
     devices: tuple[str, ...]
+    dirty_scope: str = "all"
 
 
 @dataclass(frozen=True)
@@ -349,12 +357,14 @@ class _Validator:
                 raise self.fail(path, "names no group that a [[device]] is in")
             if not isinstance(raw, dict):
                 raise self.fail(path, "must be a table")
-            self.table(raw, path, {"viable"})
+            self.table(raw, path, {"viable", "dirty_scope"})
         result = []
         for gid in ids:
             settings = data.get(str(gid), {})
             viable = self.get(settings, ("groups", str(gid)), "viable", _bool, True)
-            result.append(GroupConfig(gid, viable, tuple(d.bdf for d in devices if d.group == gid)))
+            scope = self.get(settings, ("groups", str(gid)), "dirty_scope", _choice("all", "pinned"), "all")
+            result.append(GroupConfig(gid, viable, tuple(d.bdf for d in devices if d.group == gid),
+                                      scope))
         return tuple(result)
 
 

@@ -10,9 +10,12 @@ bitmap (an ``unsigned long`` array with one spare word), and the way it does so 
   back in later reports at other offsets.
 * Whole words are written, from the mapping's first word to its last.
 
-IOMMU-backed groups cannot tell which pages a device wrote, so every report marks every page
-of every mapping dirty first. The per-mapping bitmap is a Python int here; the word operations
-below reproduce the kernel's on it exactly, stale bits included.
+Which pages are dirty is decided before a report (type1.py): the pages devices wrote or pinned
+(the translation table records them, ``TranslationTable.read_dirty``) are ORed into the
+mapping's bitmap, and while some attached group's devices sit behind a real IOMMU and so may
+write any page unseen (``num_non_pinned_groups``), every page of every mapping is reported
+dirty (``all_dirty``). The per-mapping bitmap is a Python int here; the word operations below
+reproduce the kernel's on it exactly, stale bits included.
 """
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ def verify_bitmap_size(npages: int, bitmap_size: int) -> None:
 
 
 def update_user_bitmap(caller: Caller, bitmap_addr: int, mapping: DmaMapping, base_iova: int,
-                       pgshift: int) -> None:
+                       pgshift: int, *, all_dirty: bool) -> None:
     """Report ``mapping``'s pages into the user bitmap at ``bitmap_addr`` (base ``base_iova``).
 
     Follows update_user_bitmap step by step, including the state the mapping's bitmap is left
@@ -75,8 +78,10 @@ def update_user_bitmap(caller: Caller, bitmap_addr: int, mapping: DmaMapping, ba
     bit_offset = (mapping.iova - base_iova) >> pgshift
     word_addr = (bitmap_addr + 8 * (bit_offset // BITS_PER_WORD)) & U64_MASK
     shift = bit_offset % BITS_PER_WORD
-    # An IOMMU-backed device may have written anywhere: every page is dirty, every time.
-    bitmap = mapping.dirty_bitmap | ((1 << nbits) - 1)
+    bitmap = mapping.dirty_bitmap
+    if all_dirty:
+        # A device behind a real IOMMU may have written anywhere: every page is dirty.
+        bitmap |= (1 << nbits) - 1
     nbytes = dirty_bitmap_bytes(nbits + shift)
     if shift:
         # bitmap_shift_left over the words covering nbits + shift bits; higher words keep

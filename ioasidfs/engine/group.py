@@ -64,6 +64,8 @@ class Group:
         self.id = config.id
         self.viable = config.viable
         self.devices = config.devices
+        # "all": type1 reports every mapped page dirty while this group is attached (GroupConfig).
+        self.dirty_scope = config.dirty_scope
         self.members: dict[str, Device] = {}  # set by the engine: the devices, by BDF
         # Set by the engine: whether some process still holds a file (FUSE's RELEASE comes
         # after close() has returned; the kernel's device fd is gone before that).

@@ -101,6 +101,21 @@ class Type1Iommu:
     def detach_group(self, group: Group) -> None:
         self.groups.remove(group)
 
+    @property
+    def all_pages_dirty(self) -> bool:
+        """update_user_bitmap's "num_non_pinned_groups && iommu_mapped": some attached group
+        may DMA anywhere unseen (dirty scope "all"), so every mapped page counts as dirty.
+        Every mapping is IOMMU-mapped here: all our groups have a real IOMMU domain."""
+        return any(group.dirty_scope == "all" for group in self.groups)
+
+    def _gather_dirty(self, mapping: DmaMapping) -> None:
+        """Move the pages devices wrote (or hold pinned) since the last report from the
+        translation table into the mapping's bitmap (vfio_dma_rw's and vfio_pin_pages' bits);
+        the table keeps only the still-pinned ones (vfio_dma_populate_bitmap)."""
+        assert mapping.dirty_bitmap is not None
+        written = self.table.read_dirty(mapping.iova, mapping.size, clear=True)
+        mapping.dirty_bitmap |= int.from_bytes(written, "little")
+
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         """vfio_iommu_type1_ioctl."""
         if cmd == V.VFIO_CHECK_EXTENSION:
@@ -241,6 +256,8 @@ class Type1Iommu:
             mapping.owner = new_owner
         # While the vaddr was invalid, devices kept reaching the old pages (the kernel keeps
         # them pinned and mapped): the entry changes only now, to the new vaddr and owner.
+        if self.dirty_tracking:
+            self._gather_dirty(mapping)  # what devices wrote survives the new entry
         self.table.unmap(mapping.iova, mapping.size)
         self.table.map(mapping.iova, mapping.size, vaddr, mapping.prot,
                        self.owners.token(mapping.owner))
@@ -306,7 +323,9 @@ class Type1Iommu:
                 unmapped += mapping.size
                 continue
             if get_bitmap:
-                update_user_bitmap(caller, bitmap_data, mapping, iova, self.pgshift)
+                self._gather_dirty(mapping)
+                update_user_bitmap(caller, bitmap_data, mapping, iova, self.pgshift,
+                                   all_dirty=self.all_pages_dirty)
             unmapped += mapping.size
             self._remove(mapping)
         V.DMA_UNMAP.write_fields(raw, size=unmapped)
@@ -347,6 +366,7 @@ class Type1Iommu:
             return 0
         if flags == V.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP:
             self.dirty_tracking = False
+            self.table.stop_dirty_tracking()
             for mapping in self.mappings:
                 mapping.dirty_bitmap = None
             return 0
@@ -363,6 +383,7 @@ class Type1Iommu:
             raise KernelError(errno.EINVAL, "DIRTY_PAGES(START): a mapping has too many pages")
         for mapping in mappings:
             mapping.dirty_bitmap = 0
+        self.table.start_dirty_tracking()
         self.dirty_tracking = True
 
     def _get_dirty_bitmap(self, caller: Caller, arg: int, argsz: int) -> int:
@@ -389,8 +410,11 @@ class Type1Iommu:
         if not self.dirty_tracking:
             raise KernelError(errno.EINVAL, "DIRTY_PAGES(GET_BITMAP): dirty tracking is off")
         self._refuse_bisection(iova, last, "DIRTY_PAGES(GET_BITMAP)")
+        all_dirty = self.all_pages_dirty
         for mapping in self.mappings.iterate(iova, last + 1):
-            update_user_bitmap(caller, bitmap_data, mapping, iova, self.pgshift)
+            self._gather_dirty(mapping)
+            update_user_bitmap(caller, bitmap_data, mapping, iova, self.pgshift,
+                               all_dirty=all_dirty)
             clear_reported(mapping, self.pgshift)
         return 0
 
