@@ -85,18 +85,12 @@ class Engine:
             return self._open_group(self.groups[key])
         if kind is FileKind.CDEV:
             assert isinstance(key, str)
-            return CdevFile(self.devices[key])
+            device = self.devices[key]
+            return CdevFile(device, self.groups[device.config.group])
         raise KernelError(errno.ENODEV, f"no node of kind {kind}")
 
     def _open_group(self, group: Group) -> GroupFile:
-        holder = group.opened
-        if holder is not None:
-            holder.reap_closed_devices()
-            if holder.device_files or self.still_open(holder):
-                raise KernelError(errno.EBUSY, f"group {group.id} is already open")
-            # Closed, and its RELEASE is still on its way: release it now, as close() would have.
-            log.debug("group %d: previous file closed, RELEASE pending; releasing it now", group.id)
-            holder.release()
+        group.check_open()
         opened = GroupFile(group)
         group.opened = opened
         return opened
@@ -107,17 +101,24 @@ class Engine:
     # ------------------------------------------------------------------ device DMA
     def dma_space(self, group_id: int) -> dma.DmaSpace:
         """What a device of group ``group_id`` DMAs through, as of now: the translation table of
-        the io address space the group is attached to -- its type1 container's IOMMU instance
-        (after VFIO_SET_IOMMU), or on an iommufd the IOAS its devices are attached to, else the
-        compat IOAS. A group attached to none of these has its DMA blocked: the space is
-        empty and every access faults NOT_MAPPED (recorded, like every fault, in
-        :attr:`faults`).
+        the io address space the group is attached to --
+
+        * on the group path, its type1 container's IOMMU instance (after VFIO_SET_IOMMU), or on
+          an iommufd the IOAS its devices are attached to, else the compat IOAS;
+        * on the cdev path (devices bound with VFIO_DEVICE_BIND_IOMMUFD), the IOAS of the HWPT
+          the group's devices are attached to (iommufd attaches the whole IOMMU group, so every
+          device of it translates through that domain); bound but not attached, or detached
+          again, the group sits in the blocking domain.
+
+        A group attached to none of these has its DMA blocked: the space is empty and every
+        access faults NOT_MAPPED (recorded, like every fault, in :attr:`faults`).
 
         Ask per transfer (it is a few attribute lookups): a space is a snapshot of the
         attachment, and a group may change containers between two transfers. Raises KeyError
         for a group the configuration does not have."""
         group = self.groups[group_id]
         table: TranslationTable | None = None
+        blocked = f"group {group_id} is not attached to an IOMMU"
         if group.container is not None:
             if group.container.iommu is not None:
                 table = group.container.iommu.table
@@ -128,9 +129,17 @@ class Engine:
             ioas = attached[0] if attached else ctx.compat
             if ioas is not None:
                 table = ioas.table
+        else:
+            bound = [d.iommufd_binding for d in group.members.values()
+                     if d.cdev is not None and d.iommufd_binding is not None]
+            hwpts = [b.hwpt for b in bound if b.hwpt is not None]
+            if hwpts:
+                table = hwpts[0].ioas.table
+            elif bound:
+                blocked = (f"group {group_id}: its device is bound through its cdev but not "
+                           "attached to an IOAS or HWPT (blocking domain)")
         if table is None:
-            return dma.DmaSpace(self._blocked, self.owners.key, self.faults,
-                            blocked=f"group {group_id} is not attached to an IOMMU")
+            return dma.DmaSpace(self._blocked, self.owners.key, self.faults, blocked=blocked)
         return dma.DmaSpace(table, self.owners.key, self.faults)
 
     def _dma_space_of(self, bdf: str) -> Callable[[], dma.DmaSpace]:

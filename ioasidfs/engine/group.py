@@ -75,6 +75,9 @@ class Group:
         self.iommufd: IommufdContext | None = None
         # 1 while attached to a container, plus one per open device fd (UNSET -> EBUSY).
         self.container_users = 0
+        # The cdev files bound to an iommufd that hold one of our devices: the kernel's
+        # cdev_device_open_cnt. While there is one the group node cannot be opened (EBUSY).
+        self.cdev_files: list[OpenFile] = []
 
     def match_device(self, name: bytes) -> str:
         """vfio_device_get_from_name with vfio-pci's matcher: the BDF, optionally followed by
@@ -83,6 +86,50 @@ class Group:
             if match_pci_name(bdf, name):
                 return bdf
         raise KernelError(errno.ENODEV, f"no device {name!r} in group {self.id}")
+
+    def holder_alive(self) -> bool:
+        """Whether the group node is open (``group->opened_file``). A holder that the program
+        has closed although its RELEASE is still on its way (FUSE's RELEASE is asynchronous;
+        the kernel's release has run when close() returns) is released now instead."""
+        holder = self.opened
+        if holder is None:
+            return False
+        holder.reap_closed_devices()
+        if holder.device_files or self.still_open(holder):
+            return True
+        log.debug("group %d: previous file closed, RELEASE pending; releasing it now", self.id)
+        holder.release()
+        return False
+
+    def reap_closed_cdevs(self) -> None:
+        """Release bound cdev files the program has closed whose RELEASE has not arrived."""
+        for file in list(self.cdev_files):
+            if file in self.cdev_files and not self.still_open(file):
+                log.debug("group %d: a bound cdev was closed, RELEASE pending; releasing it now",
+                          self.id)
+                file.release()
+
+    def check_open(self) -> None:
+        """vfio_group_fops_open's busy checks: a device of the group bound through its cdev
+        (``cdev_device_open_cnt``), then the group node already open (``opened_file``): both
+        EBUSY."""
+        self.reap_closed_cdevs()
+        if self.cdev_files:
+            raise KernelError(errno.EBUSY, f"a device of group {self.id} is bound through its cdev")
+        if self.holder_alive():
+            raise KernelError(errno.EBUSY, f"group {self.id} is already open")
+
+    def block_group(self, cdev: OpenFile) -> None:
+        """vfio_device_block_group, from VFIO_DEVICE_BIND_IOMMUFD: EBUSY while the group node
+        is open (a container user, device fds), else count the cdev until
+        :meth:`unblock_group`."""
+        if self.holder_alive():
+            raise KernelError(errno.EBUSY, f"group {self.id} is open through /dev/vfio/{self.id}")
+        self.cdev_files.append(cdev)
+
+    def unblock_group(self, cdev: OpenFile) -> None:
+        """vfio_device_unblock_group: the cdev's bind failed or it was unbound."""
+        self.cdev_files.remove(cdev)
 
     @property
     def has_iommu(self) -> bool:
@@ -182,7 +229,7 @@ class GroupFile(OpenFile):
         if device.open_count == 0 and group.iommufd is not None:
             # vfio_df_group_open -> vfio_iommufd_bind, before the fd exists: its errors (ENODEV,
             # EADDRINUSE, EFAULT, ENOMEM...) are what this ioctl answers.
-            device.iommufd_binding = group.iommufd.bind_group_device(device_name)
+            device.iommufd_binding = group.iommufd.bind_group_device(device_name, group.id)
         file = DeviceFile(device, self, device.open())
         self.open_devices.append(file)
         if group.container is not None:

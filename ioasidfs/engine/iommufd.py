@@ -119,11 +119,17 @@ class HwptPaging:
 
 
 class BoundDevice:
-    """An IOMMUFD_OBJ_DEVICE: a device bound to the context (here by a VFIO group's first open
-    of it, vfio_iommufd_bind). Its driver holds it, so IOMMU_DESTROY of it is always EBUSY."""
+    """An IOMMUFD_OBJ_DEVICE: a device bound to the context, by a VFIO group's first open of it
+    (vfio_iommufd_bind) or by VFIO_DEVICE_BIND_IOMMUFD on its cdev (vfio_iommufd_physical_bind).
+    Its driver holds it, so IOMMU_DESTROY of it is always EBUSY.
 
-    def __init__(self, name: str) -> None:
+    ``group`` is the device's IOMMU group: iommufd attaches groups, not devices
+    (``struct iommufd_group``), so the devices of one group bound to one context always share
+    one HWPT; None stands for a group of its own."""
+
+    def __init__(self, name: str, group: int | None = None) -> None:
         self.name = name
+        self.group = group
         self.hwpt: HwptPaging | None = None
 
 
@@ -247,14 +253,22 @@ class IommufdContext:
         self.groups.remove(group)
         self._release_if_unused()
 
-    # ---- devices (vfio_iommufd_bind and unbind for the group path)
-    def bind_group_device(self, name: str) -> BoundDevice:
-        """A VFIO group's first open of device ``name``: bind it (a DEVICE object, next id),
-        then attach it to the compat IOAS (ENODEV if that was cleared or destroyed) through an
-        automatic domain. Any failure unbinds; the caller reports the errno."""
-        device = BoundDevice(name)
+    # ---- devices (device.c: bind, attach, replace, detach, unbind; for both VFIO paths)
+    def bind_device(self, name: str, group: int | None = None) -> BoundDevice:
+        """iommufd_device_bind: a DEVICE object (the next free id) that holds the context
+        until it is unbound; not attached to anything, so the device's DMA is blocked. The
+        DMA-ownership check across contexts (EBUSY) is the caller's: it needs every context."""
+        device = BoundDevice(name, group)
         self.allocate_id(device)
         self.devices.append(device)
+        return device
+
+    def bind_group_device(self, name: str, group: int | None = None) -> BoundDevice:
+        """A VFIO group's first open of device ``name``: bind it (a DEVICE object, next id),
+        then attach it to the compat IOAS (ENODEV if that was cleared or destroyed) through an
+        automatic domain (vfio_iommufd_compat_attach_ioas). Any failure unbinds; the caller
+        reports the errno."""
+        device = self.bind_device(name, group)
         try:
             self.attach_device(device, self.compat_ioas())
         except KernelError:
@@ -263,46 +277,153 @@ class IommufdContext:
         return device
 
     def attach_device(self, device: BoundDevice, ioas: Ioas) -> HwptPaging:
-        """iommufd_device_auto_get_domain: share an automatic domain of the IOAS (all our
-        devices sit behind one IOMMU, so the first one always fits), else create one
-        (iommufd_hwpt_paging_alloc with immediate attach): the HWPT takes the next id, the
-        device's reserved regions are reserved (EADDRINUSE), then the domain joins the IOAS
-        (EINVAL, EADDRINUSE, EFAULT, ENOMEM). Failure leaves no trace."""
-        regions = self.iommu_config.reserved_regions
-        for hwpt in self.hwpts:
-            if hwpt.ioas is ioas and hwpt.auto:
-                ioas.reserve_device_regions(regions, device)
-                break
+        """iommufd_device_attach to an IOAS: an automatic domain of it (shared if one fits,
+        else a new one). Failure leaves no trace."""
+        hwpt, _ = self._auto_domain(device, ioas, replace=False)
+        return hwpt
+
+    def attach_pt(self, device: BoundDevice, pt_id: int) -> int:
+        """vfio_iommufd_physical_attach_ioas: iommufd_device_attach, or iommufd_device_replace
+        when the device is attached already (a second ATTACH replaces). ``pt_id`` names an IOAS
+        (an automatic domain is used) or a paging HWPT (used as is); returns the id of the HWPT
+        the device is now attached to. ENOENT for no such object, EINVAL for another type of
+        object or a HWPT its IOMMU group cannot join; on failure nothing changed
+        (iommufd_device_change_pt)."""
+        obj = self.objects.get(pt_id)
+        if obj is None:
+            raise KernelError(errno.ENOENT, f"no object {pt_id}")
+        replace = device.hwpt is not None
+        if isinstance(obj, HwptPaging):
+            old = self._replace(device, obj) if replace else self._attach(device, obj)
+            hwpt = obj
+        elif isinstance(obj, Ioas):
+            hwpt, old = self._auto_domain(device, obj, replace=replace)
         else:
-            hwpt = HwptPaging(ioas, Domain.from_config(self.iommu_config), auto=True)
-            hwpt_id = self.allocate_id(hwpt)
+            raise KernelError(errno.EINVAL, f"object {pt_id} is neither an IOAS nor a HWPT")
+        if old is not None:
+            self._hwpt_put(old)
+        return self.id_of(hwpt)
+
+    def _group_hwpt(self, device: BoundDevice) -> HwptPaging | None:
+        """``igroup->hwpt``: what the device's IOMMU group is attached to in this context."""
+        for other in self.devices:
+            if other.hwpt is not None and (other is device or (
+                    device.group is not None and other.group == device.group)):
+                return other.hwpt
+        return None
+
+    def _group_attached(self, device: BoundDevice, hwpt: HwptPaging) -> list[BoundDevice]:
+        """``igroup->device_list``: the devices of ``device``'s group attached to ``hwpt``."""
+        return [d for d in hwpt.devices
+                if d is device or (device.group is not None and d.group == device.group)]
+
+    def _attach(self, device: BoundDevice, hwpt: HwptPaging) -> HwptPaging | None:
+        """iommufd_hw_pagetable_attach: the group may not be on another HWPT (EINVAL); the
+        device's reserved regions are reserved in the HWPT's IOAS (EADDRINUSE). Returns
+        None: unlike a replace, nothing is left for the caller to put."""
+        current = self._group_hwpt(device)
+        if current is not None and current is not hwpt:
+            raise KernelError(errno.EINVAL, "the device's IOMMU group is attached to another HWPT")
+        hwpt.ioas.reserve_device_regions(self.iommu_config.reserved_regions, device)
+        hwpt.devices.append(device)
+        device.hwpt = hwpt
+        return None
+
+    def _replace(self, device: BoundDevice, hwpt: HwptPaging) -> HwptPaging | None:
+        """iommufd_device_do_replace: the whole group moves to ``hwpt`` (EINVAL if the device
+        is not attached); the same HWPT is a no-op. The devices' reserved regions move when
+        the IOAS changes (EADDRINUSE leaves everything as it was). Returns the old HWPT, which
+        the caller puts (an automatic one dies with its last device)."""
+        old = self._group_hwpt(device)
+        if old is None or device.hwpt is None:
+            raise KernelError(errno.EINVAL, "the device is not attached")
+        if hwpt is old:
+            return None
+        members = self._group_attached(device, old)
+        regions = self.iommu_config.reserved_regions
+        if hwpt.ioas is not old.ioas:
+            done: list[BoundDevice] = []
             try:
-                ioas.reserve_device_regions(regions, device)
+                for member in members:
+                    hwpt.ioas.reserve_device_regions(regions, member)
+                    done.append(member)
+            except KernelError:
+                for member in done:
+                    hwpt.ioas.remove_reserved(member)
+                raise
+            for member in members:
+                old.ioas.remove_reserved(member)
+        for member in members:
+            old.devices.remove(member)
+            hwpt.devices.append(member)
+            member.hwpt = hwpt
+        return old
+
+    def _auto_domain(self, device: BoundDevice, ioas: Ioas, *,
+                     replace: bool) -> tuple[HwptPaging, HwptPaging | None]:
+        """iommufd_device_auto_get_domain: the IOAS's automatic HWPTs in creation order (one
+        the group cannot join, EINVAL, is skipped; any other error fails), else a new one
+        (iommufd_hwpt_paging_alloc): its id is taken first; for an attach the device is
+        attached before the domain joins the IOAS, for a replace after (EINVAL, EADDRINUSE,
+        EFAULT, ENOMEM; a failure frees the id). Returns the HWPT and the one replaced."""
+        for hwpt in list(self.hwpts):
+            if hwpt.ioas is not ioas or not hwpt.auto:
+                continue
+            try:
+                old = self._replace(device, hwpt) if replace else self._attach(device, hwpt)
+            except KernelError as e:
+                if e.errno == errno.EINVAL:
+                    continue
+                raise
+            return hwpt, old
+        hwpt = HwptPaging(ioas, Domain.from_config(self.iommu_config), auto=True)
+        hwpt_id = self.allocate_id(hwpt)
+        old = None
+        try:
+            if replace:
+                ioas.add_domain(hwpt.domain)
+                try:
+                    old = self._replace(device, hwpt)
+                except KernelError:
+                    ioas.remove_domain(hwpt.domain)
+                    raise
+            else:
+                self._attach(device, hwpt)
                 try:
                     ioas.add_domain(hwpt.domain)
                 except KernelError:
-                    ioas.remove_reserved(device)
+                    self._detach(device)
                     raise
-            except KernelError:
-                del self.objects[hwpt_id]
-                raise
-            self.hwpts.append(hwpt)
-        hwpt.devices.append(device)
-        device.hwpt = hwpt
-        return hwpt
+        except KernelError:
+            del self.objects[hwpt_id]
+            raise
+        self.hwpts.append(hwpt)
+        return hwpt, old
 
-    def detach_device(self, device: BoundDevice) -> None:
-        """iommufd_device_detach: drop the device's reservations; an automatic domain goes
-        with its last device (unpinning everything if it was the IOAS's last domain)."""
+    def _detach(self, device: BoundDevice) -> HwptPaging | None:
+        """iommufd_hw_pagetable_detach: the device leaves its HWPT and gives back its
+        reservations; returns the HWPT for the caller to put."""
         hwpt = device.hwpt
         if hwpt is None:
-            return
-        hwpt.ioas.remove_reserved(device)
+            return None
         hwpt.devices.remove(device)
         device.hwpt = None
-        if hwpt.auto and not hwpt.devices:
+        hwpt.ioas.remove_reserved(device)
+        return hwpt
+
+    def _hwpt_put(self, hwpt: HwptPaging) -> None:
+        """iommufd_hw_pagetable_put: an automatic HWPT goes with its last device (unpinning
+        everything if it was the IOAS's last domain); a manual one stays."""
+        if hwpt.auto and not hwpt.devices and hwpt in self.hwpts:
             del self.objects[self.id_of(hwpt)]
             self._destructor(hwpt)
+
+    def detach_device(self, device: BoundDevice) -> None:
+        """iommufd_device_detach (vfio_iommufd_physical_detach_ioas; nothing if not attached):
+        the device's DMA is blocked again."""
+        hwpt = self._detach(device)
+        if hwpt is not None:
+            self._hwpt_put(hwpt)
 
     def unbind_device(self, device: BoundDevice) -> None:
         """vfio_iommufd_physical_unbind: detach, then destroy the DEVICE object; the device's

@@ -84,6 +84,8 @@ class VfioPciDevice:
         self.ioeventfds: dict[IoEventFd, EventSignal] = {}
         self.pm_engaged = False
         self.pm_wakeup: EventSignal | None = None
+        # vfio_device_cdev_opened(): bound through its cdev (set by device.CdevFile).
+        self.cdev_opened = False
 
     def release(self) -> None:
         """vfio_pci_core_disable at the last close: interrupts torn down (their eventfd
@@ -154,13 +156,15 @@ class VfioPciDevice:
         raise KernelError(errno.ENODEV, f"{self.function.name}: no slot or bus reset")
 
     def pci_hot_reset(self, caller: Caller, arg: int) -> int:
-        """vfio_pci_ioctl_pci_hot_reset (group path): a zero count is for cdev users only."""
+        """vfio_pci_ioctl_pci_hot_reset: a zero count (the devices of the iommufd) is for a
+        device opened through its cdev and required there; then no reset exists (ENODEV)."""
         _, fields = read_argsz_struct(caller, arg, V.PCI_HOT_RESET, _HOT_RESET_MINSZ,
                                       "VFIO_DEVICE_PCI_HOT_RESET")
         if int_field(fields, "flags"):
             raise KernelError(errno.EINVAL, "VFIO_DEVICE_PCI_HOT_RESET: flags must be 0")
-        if int_field(fields, "count") == 0:
-            raise KernelError(errno.EINVAL, "a zero-length group list is for cdev-opened devices")
+        if (int_field(fields, "count") != 0) == self.cdev_opened:
+            raise KernelError(errno.EINVAL, "a zero-length group list is for cdev-opened devices"
+                              " (and only for them)")
         raise KernelError(errno.ENODEV, f"{self.function.name}: no slot or bus reset")
 
     # ------------------------------------------------------------------ ioeventfd
