@@ -36,6 +36,8 @@ int64_t iova_table_mappings(iova_table *t, uint64_t iova, uint64_t last, struct 
                             size_t cap);
 int iova_table_lookup(iova_table *t, uint64_t iova, struct iova_hit *hit);
 uint64_t iova_table_count_mapped(iova_table *t, const uint64_t *iovas, size_t n);
+uint64_t iova_table_lookup_many(iova_table *t, const uint64_t *iovas, size_t n, uint64_t *owners,
+                                uint64_t *vaddrs, int8_t *prots);
 int64_t iova_table_translate(iova_table *t, uint64_t iova, uint64_t last, uint32_t access,
                              struct iova_segment *out, size_t cap, struct iova_fault *fault);
 int iova_table_start_dirty(iova_table *t);

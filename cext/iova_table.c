@@ -651,6 +651,65 @@ uint64_t iova_table_count_mapped(iova_table *t, const uint64_t *iovas, size_t n)
     return found;
 }
 
+/* count_batch's descents, keeping each lane's answer: the entry node, or NULL. */
+static void lookup_batch(const iova_table *t, const uint64_t *x, struct node **hit)
+{
+    const uint64_t *key = t->ey_key;
+    size_t n = t->count, k[LANES];
+    unsigned depth = 63u - (unsigned)__builtin_clzll((unsigned long long)n);
+    for (int j = 0; j < LANES; j++)
+        k[j] = 1;
+    for (unsigned d = 0; d < depth; d++) {
+        for (int j = 0; j < LANES; j++) {
+            __builtin_prefetch(key + 8 * k[j]);
+            k[j] = 2 * k[j] + (key[k[j]] <= x[j]);
+        }
+    }
+    for (int j = 0; j < LANES; j++) {
+        size_t kk = k[j];
+        if (kk <= n)
+            kk = 2 * kk + (key[kk] <= x[j]);
+        kk >>= __builtin_ctzll(kk) + 1;
+        hit[j] = kk != 0 && t->ey_last[kk] >= x[j] ? t->ey_node[kk] : NULL;
+    }
+}
+
+static uint64_t put_hit(const struct node *e, uint64_t x, size_t i, uint64_t *owners,
+                        uint64_t *vaddrs, int8_t *prots)
+{
+    if (!e) {
+        owners[i] = 0;
+        vaddrs[i] = 0;
+        prots[i] = -1;
+        return 0;
+    }
+    owners[i] = e->owner;
+    vaddrs[i] = e->vaddr + (x - e->iova);
+    prots[i] = (int8_t)e->prot;
+    return 1;
+}
+
+uint64_t iova_table_lookup_many(iova_table *t, const uint64_t *iovas, size_t n, uint64_t *owners,
+                                uint64_t *vaddrs, int8_t *prots)
+{
+    uint64_t found = 0;
+    size_t i = 0;
+    struct node *hit[LANES];
+    pthread_mutex_lock(&t->lock);
+    if (!t->ix_valid && t->count && t->lookups_since_change + n >= 64 + t->count / 4)
+        index_build(t);
+    if (t->ix_valid && t->count)
+        for (; i + LANES <= n; i += LANES) {
+            lookup_batch(t, iovas + i, hit);
+            for (int j = 0; j < LANES; j++)
+                found += put_hit(hit[j], iovas[i + j], i + j, owners, vaddrs, prots);
+        }
+    for (; i < n; i++)
+        found += put_hit(locate(t, iovas[i]), iovas[i], i, owners, vaddrs, prots);
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
+
 int64_t iova_table_translate(iova_table *t, uint64_t iova, uint64_t last, uint32_t access,
                              struct iova_segment *out, size_t cap, struct iova_fault *fault)
 {

@@ -94,6 +94,12 @@ int iova_table_lookup(iova_table *t, uint64_t iova, struct iova_hit *hit);
  * cache misses): the throughput of batched translation, e.g. of a PRP or scatter list. */
 uint64_t iova_table_count_mapped(iova_table *t, const uint64_t *iovas, size_t n);
 
+/* Full lookups of n IOVAs in one call (the flat index's interleaved descents): for each i,
+ * owners[i], vaddrs[i] and prots[i] of the entry containing iovas[i], or 0, 0, -1 when it is not
+ * mapped. Returns how many were mapped. */
+uint64_t iova_table_lookup_many(iova_table *t, const uint64_t *iovas, size_t n, uint64_t *owners,
+                                uint64_t *vaddrs, int8_t *prots);
+
 /* Segments covering [iova, last] for an access needing `access` (IOVA_PROT_* bits); adjacent
  * pieces with the same owner and contiguous vaddr are merged. Returns n >= 0, or
  * IOVA_TRANSLATE_FAULT with *fault set to the first faulting IOVA and the reason, or -EINVAL. */

@@ -157,6 +157,15 @@ class TranslationTable(Protocol):
         independent searches are interleaved). An ``array('Q')`` is read in place."""
         ...
 
+    def lookup_into(self, iovas: array.array[int], owners: array.array[int],
+                    vaddrs: array.array[int], prots: array.array[int]) -> int:
+        """Full lookups of many IOVAs in one call, results in place: for each i, ``owners[i]``,
+        ``vaddrs[i]``, ``prots[i]`` of ``iovas[i]``, or 0, 0, -1 when it is not mapped. Arrays of
+        typecode 'Q' (iovas, owners, vaddrs) and 'b' (prots), the outputs at least as long as
+        ``iovas`` (else ValueError). Returns how many were mapped. What a device model walking
+        a descriptor ring or scatter list of many IOVAs uses: one crossing into C for all."""
+        ...
+
     def translate(self, iova: int, length: int, access: int) -> list[Segment] | Fault:
         """The segments covering ``[iova, iova+length)`` for an access needing ``access``
         (ACCESS_READ / ACCESS_WRITE bits), or the first faulting IOVA. Byte granular; length 0
@@ -258,6 +267,16 @@ def _check_map(iova: int, length: int, vaddr: int, prot: int, owner: int, page_s
 def _check_access(access: int, what: str) -> None:
     if access < 0 or access & ~_PROT_ALL:
         raise KernelError(errno.EINVAL, f"{what}: access {access:#x} is not READ|WRITE")
+
+
+def _check_lookup_arrays(iovas: array.array[int], owners: array.array[int],
+                         vaddrs: array.array[int], prots: array.array[int]) -> None:
+    for name, arr, code in (("iovas", iovas, "Q"), ("owners", owners, "Q"),
+                            ("vaddrs", vaddrs, "Q"), ("prots", prots, "b")):
+        if not isinstance(arr, array.array) or arr.typecode != code:
+            raise ValueError(f"lookup_into: {name} must be an array('{code}')")
+        if len(arr) < len(iovas):
+            raise ValueError(f"lookup_into: {name} holds {len(arr)} items, {len(iovas)} needed")
 
 
 def _bitmap_pages(iova: int, length: int, page_size: int) -> int:
@@ -461,6 +480,21 @@ class PyTranslationTable:
     def count_mapped(self, iovas: Sequence[int]) -> int:
         find = self._find
         return sum(1 for iova in iovas if find(iova) is not None)
+
+    def lookup_into(self, iovas: array.array[int], owners: array.array[int],
+                    vaddrs: array.array[int], prots: array.array[int]) -> int:
+        _check_lookup_arrays(iovas, owners, vaddrs, prots)
+        find = self._find
+        found = 0
+        for i, iova in enumerate(iovas):
+            e = find(iova)
+            if e is None:
+                owners[i] = vaddrs[i] = 0
+                prots[i] = -1
+            else:
+                owners[i], vaddrs[i], prots[i] = e.owner, e.vaddr + (iova - e.iova), e.prot
+                found += 1
+        return found
 
     def translate(self, iova: int, length: int, access: int) -> list[Segment] | Fault:
         last = _byte_span(iova, length, "translate")
@@ -667,6 +701,17 @@ class CTranslationTable:
         inside = [i for i in iovas if 0 <= i <= _U64_MAX]
         arr = self._ffi.new("uint64_t[]", inside)
         return int(self._lib.iova_table_count_mapped(self._t, arr, len(inside)))
+
+    def lookup_into(self, iovas: array.array[int], owners: array.array[int],
+                    vaddrs: array.array[int], prots: array.array[int]) -> int:
+        _check_lookup_arrays(iovas, owners, vaddrs, prots)
+        if not iovas:
+            return 0
+        ffi = self._ffi
+        return int(self._lib.iova_table_lookup_many(
+            self._t, ffi.from_buffer("uint64_t[]", iovas), len(iovas),
+            ffi.from_buffer("uint64_t[]", owners), ffi.from_buffer("uint64_t[]", vaddrs),
+            ffi.from_buffer("int8_t[]", prots)))
 
     def translate(self, iova: int, length: int, access: int) -> list[Segment] | Fault:
         last = _byte_span(iova, length, "translate")

@@ -164,6 +164,36 @@ def test_count_mapped(table: TranslationTable) -> None:
     assert table.count_mapped(probes) == table.count_mapped(array.array("Q", probes))
 
 
+def _lookup_into(table: TranslationTable, probes: list[int]) -> tuple[int, list[int], list[int],
+                                                                    list[int]]:
+    n = len(probes)
+    owners, vaddrs, prots = array.array("Q", [7] * n), array.array("Q", [7] * n), array.array("b", [7] * n)
+    found = table.lookup_into(array.array("Q", probes), owners, vaddrs, prots)
+    return found, list(owners), list(vaddrs), list(prots)
+
+
+def test_lookup_into_is_lookup_for_many(table: TranslationTable) -> None:
+    table.map(0x10000, 0x2000, 0x70000, PROT_READ, 4)
+    assert _lookup_into(table, [0x10000, 0x11fff, 0x12000]) == (
+        2, [4, 4, 0], [0x70000, 0x71fff, 0], [PROT_READ, PROT_READ, -1])
+    assert _lookup_into(table, []) == (0, [], [], [])
+    for i in range(1, 301):
+        table.map(0x100000 + i * 3 * PG, i % 3 * PG + PG, i * PG, RW if i % 2 else PROT_READ, i)
+    import random
+    rng = random.Random(5)
+    probes = [rng.randrange(0, 0x100000 + 1000 * PG) for _ in range(5003)]  # batches and a tail
+    found, owners, vaddrs, prots = _lookup_into(table, probes)
+    hits = [table.lookup(p) for p in probes]
+    assert found == sum(h is not None for h in hits)
+    assert [(o, v, p) for o, v, p in zip(owners, vaddrs, prots)] == [
+        (h.owner, h.vaddr, h.prot) if h is not None else (0, 0, -1) for h in hits]
+    q = array.array("Q", [0x10000] * 4)
+    with pytest.raises(ValueError):  # an output shorter than the input
+        table.lookup_into(q, array.array("Q", [0] * 4), array.array("Q", [0] * 3), array.array("b", [0] * 4))
+    with pytest.raises(ValueError):  # prots must be signed bytes
+        table.lookup_into(q, array.array("Q", [0] * 4), array.array("Q", [0] * 4), array.array("B", [0] * 4))
+
+
 # --------------------------------------------------------------------------- dirty tracking
 
 def test_dirty_bitmap_layout(table: TranslationTable) -> None:
@@ -302,6 +332,11 @@ class SameAnswers(RuleBasedStateMachine):
     def count_mapped(self, probes: list[int]) -> None:
         self.both(lambda t: t.count_mapped(probes))
 
+    @rule(probes=st.lists(byte_st(), max_size=20))
+    def lookup_into(self, probes: list[int]) -> None:
+        inside = [p for p in probes if 0 <= p < TOP]
+        self.both(lambda t: _lookup_into(t, inside))
+
     @rule(on=st.sampled_from([True, True, True, False]))
     def tracking(self, on: bool) -> None:
         self.both(lambda t: t.start_dirty_tracking() if on else t.stop_dirty_tracking())
@@ -416,6 +451,7 @@ def test_many_random_mappings_agree() -> None:
         if step % 500 == 0:
             probes = [rng.randrange(0, 4200 * PG) for _ in range(3000)]
             assert py.count_mapped(probes) == c.count_mapped(probes)
+            assert _lookup_into(py, probes) == _lookup_into(c, probes)
             assert [py.lookup(p) for p in probes[:300]] == [c.lookup(p) for p in probes[:300]]
     assert py.mappings() == c.mappings()
 
