@@ -36,7 +36,6 @@ condition (EINVAL for malformed ranges, EEXIST for overlap, EPERM for a pin with
 from __future__ import annotations
 
 import array
-import bisect
 import enum
 import errno
 import importlib
@@ -46,6 +45,7 @@ from typing import Any, NamedTuple, Protocol, Sequence
 
 from ..errors import KernelError
 from .caller import ProcessKey
+from .intervals import IntervalBlocks
 
 log = logging.getLogger("ioasidfs.engine")
 
@@ -308,26 +308,28 @@ class _Entry:
         return Mapping(self.iova, self.last - self.iova + 1, self.vaddr, self.prot, self.owner)
 
 
+def _entry_iova(e: _Entry) -> int:
+    return e.iova
+
+
+def _entry_last(e: _Entry) -> int:
+    return e.last
+
+
 class PyTranslationTable:
-    """The reference implementation: entries sorted by IOVA, found with ``bisect``.
-
-    The entries are kept as :class:`~ioasidfs.engine.ioas.AreaTree` keeps areas: a list of
-    sorted blocks of at most ``2 * LOAD`` entries (with each block's start IOVAs in a parallel
-    list, and each block's first IOVA in a top-level list, for bisecting). Lookups are O(log n);
-    a map, split or unmap moves at most one block's worth of pointers, so a map at the bottom
-    of 60k entries costs about what it costs in an empty table.
+    """The reference implementation: entries in the engine's sorted-interval structure
+    (:class:`~.intervals.IntervalBlocks`: sorted blocks, found with ``bisect``). Lookups are
+    O(log n); a map, split or unmap moves at most one block's worth of pointers, so a map at the
+    bottom of 60k entries costs about what it costs in an empty table.
     """
-
-    LOAD = 256
 
     def __init__(self, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         _check_page_size(page_size)
         self._page_size = page_size
         self._shift = page_size.bit_length() - 1
-        self._firsts: list[int] = []            # first IOVA of each block
-        self._starts: list[list[int]] = []      # per block: the entries' IOVAs
-        self._blocks: list[list[_Entry]] = []   # per block: the entries, ascending
-        self._len = 0
+        self._tree: IntervalBlocks[_Entry] = IntervalBlocks(_entry_iova, _entry_last)
+        self._find = self._tree.containing
+        self._overlapping = self._tree.overlapping
         self._tracking = False
         self._pins: dict[int, int] = {}   # page number -> count
 
@@ -336,93 +338,30 @@ class PyTranslationTable:
         return self._page_size
 
     def __len__(self) -> int:
-        return self._len
+        return len(self._tree)
 
     def _entries(self) -> list[_Entry]:
         """Every entry, ascending (a snapshot)."""
-        return [e for block in self._blocks for e in block]
-
-    def _find(self, iova: int) -> _Entry | None:
-        b = bisect.bisect_right(self._firsts, iova) - 1
-        if b >= 0:
-            e = self._blocks[b][bisect.bisect_right(self._starts[b], iova) - 1]
-            if iova <= e.last:
-                return e
-        return None
-
-    def _locate(self, iova: int) -> tuple[int, int]:
-        """(block, index) of the first entry whose last byte is at or above ``iova``; the end
-        position is (len(blocks), 0)."""
-        b = bisect.bisect_right(self._firsts, iova) - 1
-        if b < 0:
-            return 0, 0
-        block = self._blocks[b]
-        i = bisect.bisect_right(self._starts[b], iova) - 1
-        if block[i].last >= iova:
-            return b, i
-        return (b, i + 1) if i + 1 < len(block) else (b + 1, 0)
-
-    def _any_overlapping(self, iova: int, last: int) -> bool:
-        """Whether an entry shares a byte with [iova, last]."""
-        b, i = self._locate(iova)
-        return b < len(self._blocks) and self._starts[b][i] <= last
-
-    def _overlapping(self, iova: int, last: int) -> list[_Entry]:
-        """The entries sharing a byte with [iova, last], ascending."""
-        b, i = self._locate(iova)
-        found: list[_Entry] = []
-        while b < len(self._blocks):
-            block = self._blocks[b]
-            j = bisect.bisect_right(self._starts[b], last, lo=i)
-            found.extend(block[i:j])
-            if j < len(block):
-                break
-            b, i = b + 1, 0
-        return found
-
-    def _insert_at(self, b: int, i: int, e: _Entry) -> None:
-        """Put ``e`` at position ``i`` of block ``b`` (the caller keeps the order)."""
-        block, starts = self._blocks[b], self._starts[b]
-        block.insert(i, e)
-        starts.insert(i, e.iova)
-        self._len += 1
-        self._firsts[b] = starts[0]
-        if len(block) > 2 * self.LOAD:
-            half = self.LOAD
-            self._blocks[b:b + 1] = [block[:half], block[half:]]
-            self._starts[b:b + 1] = [starts[:half], starts[half:]]
-            self._firsts[b:b + 1] = [starts[0], starts[half]]
+        return self._tree.items()
 
     def _npages(self, e: _Entry) -> int:
         return ((e.last - e.iova) >> self._shift) + 1
 
     def map(self, iova: int, length: int, vaddr: int, prot: int, owner: int) -> None:
         last = _check_map(iova, length, vaddr, prot, owner, self._page_size)
-        if self._any_overlapping(iova, last):
+        if self._tree.first_overlapping(iova, last) is not None:
             raise KernelError(errno.EEXIST, f"map: [{iova:#x}, {last:#x}] overlaps a mapping")
         dirty = None
         if self._tracking:
             if length >> self._shift > DIRTY_PAGES_MAX:
                 raise KernelError(errno.EINVAL, "map: too many pages for a dirty bitmap")
             dirty = 0
-        e = _Entry(iova, last, vaddr, prot, owner, dirty)
-        if not self._blocks:
-            self._firsts.append(iova)
-            self._starts.append([iova])
-            self._blocks.append([e])
-            self._len = 1
-            return
-        b = max(bisect.bisect_right(self._firsts, iova) - 1, 0)
-        self._insert_at(b, bisect.bisect_left(self._starts[b], iova), e)
+        self._tree.insert(_Entry(iova, last, vaddr, prot, owner, dirty))
 
     def _cut(self, x: int) -> None:
         """Split the entry containing x so that a piece starts exactly at x."""
-        b = bisect.bisect_right(self._firsts, x) - 1
-        if b < 0:
-            return
-        i = bisect.bisect_right(self._starts[b], x) - 1
-        e = self._blocks[b][i]
-        if e.iova == x or e.last < x:
+        e = self._find(x)
+        if e is None or e.iova == x:
             return
         off = (x - e.iova) >> self._shift
         dirty = None
@@ -431,35 +370,16 @@ class PyTranslationTable:
             e.dirty &= (1 << off) - 1
         piece = _Entry(x, e.last, e.vaddr + (x - e.iova), e.prot, e.owner, dirty)
         e.last = x - 1
-        self._insert_at(b, i + 1, piece)
+        self._tree.insert(piece)
 
     def unmap(self, iova: int, length: int) -> list[Mapping]:
         last = _aligned_span(iova, length, self._page_size, "unmap")
-        if not self._any_overlapping(iova, last):
+        if self._tree.first_overlapping(iova, last) is None:
             return []
         self._cut(iova)
         if last < _U64_MAX:
             self._cut(last + 1)
-        removed: list[Mapping] = []
-        b, i = self._locate(iova)
-        while b < len(self._blocks):
-            block, starts = self._blocks[b], self._starts[b]
-            j = bisect.bisect_right(starts, last, lo=i)
-            removed.extend(e.mapping() for e in block[i:j])
-            del block[i:j]
-            del starts[i:j]
-            self._len -= j - i
-            more = j > i and i == len(block)   # the range may go on into the next block
-            if block:
-                self._firsts[b] = starts[0]
-                b += 1
-            else:
-                del self._blocks[b]
-                del self._starts[b]
-                del self._firsts[b]
-            if not more:
-                break
-            i = 0
+        removed = [e.mapping() for e in self._tree.remove_overlapping(iova, last)]
         p0, p1 = iova >> self._shift, last >> self._shift
         for page in [p for p in self._pins if p0 <= p <= p1]:
             del self._pins[page]
