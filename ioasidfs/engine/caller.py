@@ -6,7 +6,9 @@ small interface; the daemon passes the real thing (``ioasidfs.client``), unit te
 """
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Protocol
 
@@ -81,6 +83,89 @@ class FakeEventfd:
         return value
 
 
+class CallerFile(Protocol):
+    """The open file behind one of the caller's fds, as IOMMU_IOAS_MAP_FILE takes it (``fget``):
+    our own reference, valid after the caller closes its fd, as the kernel's ``struct file``
+    reference is. ``close`` drops it and must be called exactly once.
+
+    What the kernel looks at, and when:
+
+    * ``writable``: opened for writing (FMODE_WRITE); a WRITEABLE map of a file without it is
+      EPERM at MAP time (iopt_alloc_file_pages, late 2025).
+    * ``write_sealed``: a memfd sealed against writes (F_SEAL_WRITE / F_SEAL_FUTURE_WRITE):
+      mapping_map_writable refuses a writable mapping, EPERM at MAP time.
+    * ``pinnable``: what memfd_pin_folios accepts -- a shmem (memfd, tmpfs, /dev/shm) or
+      hugetlbfs file; anything else is EINVAL, but only when pages are pinned (a domain).
+    * ``size()``: the file's size now; pinning pages past it is EINVAL.
+    * ``window(offset, length)``: where the file's bytes ``[offset, offset+length)`` can be
+      reached by device DMA: (owner, vaddr) in the translation table's terms. The daemon maps the
+      file shared into its own address space (see ``ioasidfs.client.ProcessFile``): the mapping
+      is of the file's pages, so a device write reaches every other mapping of the memfd, as a
+      DMA into the pinned folios does. ``unmap_window`` releases it.
+    """
+
+    @property
+    def writable(self) -> bool: ...
+
+    @property
+    def write_sealed(self) -> bool: ...
+
+    @property
+    def pinnable(self) -> bool: ...
+
+    def size(self) -> int: ...
+
+    def window(self, offset: int, length: int) -> tuple[ProcessKey, int]: ...
+
+    def unmap_window(self, vaddr: int, length: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FakeFile:
+    """A memfd-like file for tests. Its contents are a ctypes buffer in *this* process, so a
+    device's DMA through the translation table (process_vm_writev to our own pid) really lands
+    in ``data``. ``owner`` is this process's ProcessKey as the DMA layer resolves it."""
+
+    def __init__(self, size: int, *, writable: bool = True, pinnable: bool = True,
+                 write_sealed: bool = False, owner: ProcessKey | None = None) -> None:
+        self._buffer = ctypes.create_string_buffer(max(size, 1))
+        self._size = size
+        self.writable = writable
+        self.pinnable = pinnable
+        self.write_sealed = write_sealed
+        self.owner: ProcessKey = owner if owner is not None else (os.getpid(), 0)
+        self.windows: list[tuple[int, int]] = []
+        self.closed = False
+
+    @property
+    def base(self) -> int:
+        return ctypes.addressof(self._buffer)
+
+    @property
+    def data(self) -> bytes:
+        return self._buffer.raw[:self._size]
+
+    def truncate(self, size: int) -> None:
+        """ftruncate: only the reported size changes (the buffer keeps its room)."""
+        self._size = size
+
+    def size(self) -> int:
+        return self._size
+
+    def window(self, offset: int, length: int) -> tuple[ProcessKey, int]:
+        assert not self.closed
+        self.windows.append((offset, length))
+        return self.owner, self.base + offset
+
+    def unmap_window(self, vaddr: int, length: int) -> None:
+        self.windows.remove((vaddr - self.base, length))
+
+    def close(self) -> None:
+        assert not self.closed, "close() twice"
+        self.closed = True
+
+
 class ForeignFile:
     """An fd of the caller that is not one of our files (a pipe, an eventfd, /dev/null...)."""
 
@@ -118,6 +203,11 @@ class Caller:
     is not an eventfd. Like ``resolve_fd`` it may block, so ioctls that take eventfds run in a
     worker thread (``IoctlDef.takes_fds``).
 
+    ``file(fd)`` takes a reference to the open file behind ``fd`` (fget): a
+    :class:`CallerFile`, or KernelError EBADF for a closed or negative fd. ``has_capability(cap)``
+    is ``capable(cap)`` for the caller's effective set (IOMMU_OPTION's RLIMIT_MODE needs
+    CAP_SYS_RESOURCE).
+
     The defaults describe a caller whose every page is pinnable and charged, with nothing
     locked yet and no limit: right for tests that do not care, wrong for a real process.
     """
@@ -134,6 +224,8 @@ class Caller:
     start_time: Callable[[], int] = field(default=lambda: 0)
     uid: Callable[[], int] = field(default=lambda: 0)
     eventfd: Callable[[int], EventSignal] = field(default=lambda fd: _no_eventfds(fd))
+    file: Callable[[int], CallerFile] = field(default=lambda fd: _no_files(fd))
+    has_capability: Callable[[int], bool] = field(default=lambda cap: True)
 
     def process(self) -> int:
         """The caller's thread group (process) id: what the kernel calls current->mm's owner."""
@@ -150,6 +242,14 @@ def _no_fds(fd: int) -> object:
 
 def _no_eventfds(fd: int) -> EventSignal:
     raise KernelError(errno.EBADF, f"fd {fd} is not open")
+
+
+def _no_files(fd: int) -> CallerFile:
+    raise KernelError(errno.EBADF, f"fd {fd} is not open")
+
+
+CAP_SYS_RESOURCE = 24
+"""linux/capability.h: the capability IOMMU_OPTION's RLIMIT_MODE SET asks :attr:`Caller.has_capability` for."""
 
 
 MemoryKind = Literal["ram", "untouched", "pfnmap", "io", "dirty-tracked-file"]

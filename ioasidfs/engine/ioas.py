@@ -47,12 +47,13 @@ import bisect
 import enum
 import errno
 import heapq
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from ..config import IommuConfig, ReservedRegion
 from ..errors import KernelError
-from .caller import PAGE_SIZE, Caller, ProcessKey
+from .caller import PAGE_SIZE, Caller, CallerFile, ProcessKey
 from .locked import LockedMemory, UserLockedMemory
 from .translate import OwnerRegistry, TranslationTable, new_table
 
@@ -146,6 +147,18 @@ class Pages:
         self.mode = mode
         self._pinned: list[tuple[int, int]] = []
         self.npinned = 0
+        # Areas using these pages (the kernel's kref, counted per area): the last one to go
+        # releases what the pages hold (a file reference and its DMA window).
+        self.users = 0
+
+    @property
+    def hint_base(self) -> int:
+        """What the IOVA allocator keeps the alignment of, for byte 0 of page 0
+        (iopt_alloc_area_pages: the user address, or the file offset for a file)."""
+        return self.uptr
+
+    def release(self) -> None:
+        """iopt_release_pages: the last area went. User memory holds nothing of ours."""
 
     def _uncovered(self, first: int, last: int) -> list[tuple[int, int]]:
         """The sub-ranges of page indexes [first, last] no pinned area covers."""
@@ -221,6 +234,53 @@ class Pages:
             accounting.users.uncharge(self.uid, count)
         elif self.mode is AccountMode.MM:
             accounting.locked.uncharge(self.source_key, count)
+
+
+class FilePages(Pages):
+    """``iopt_pages`` of type IOPT_ADDRESS_FILE (IOMMU_IOAS_MAP_FILE): pages of a file, not of
+    an address space.
+
+    The kernel pins the file's folios (memfd_pin_folios), so the mapping process's address
+    space plays no part after MAP: its exit, munmap or mprotect change nothing. We reproduce
+    that by translating the area through a window the *daemon* maps (MAP_SHARED) over the
+    same file pages (``CallerFile.window``): the translation table's owner is then our own
+    process, which outlives every client, and a device write lands in the file's page cache,
+    visible through every other mapping of the memfd. The window covers the page-aligned span
+    at MAP time, whether or not the file is that long yet (pinning checks the size).
+
+    Charging is as for user memory: the mapping process's user (or mm, or nothing with
+    CAP_IPC_LOCK), against its RLIMIT_MEMLOCK.
+    """
+
+    def __init__(self, source: Caller, file: CallerFile, start: int, length: int,
+                 writable: bool, mode: AccountMode) -> None:
+        start_byte = start % PAGE_SIZE
+        npages = -(-(length + start_byte) // PAGE_SIZE)
+        owner, base = file.window(start - start_byte, npages * PAGE_SIZE)
+        super().__init__(source, start, length, writable, mode)
+        self.uptr = base  # the window: page 0 of the span, in the owner's address space
+        self.npages = npages
+        self.source_key = owner
+        self.file = file
+        self.start = start - start_byte  # pages->start: the file offset of page 0
+
+    @property
+    def hint_base(self) -> int:
+        return self.start
+
+    def release(self) -> None:
+        self.file.unmap_window(self.uptr, self.npages * PAGE_SIZE)
+        self.file.close()
+
+    def _check_source(self, first: int, last: int) -> None:
+        """memfd_pin_folios: only shmem and hugetlbfs files (EINVAL), and only pages below the
+        file's size (shmem refuses to read a folio past EOF: EINVAL)."""
+        if not self.file.pinnable:
+            raise KernelError(errno.EINVAL, "only memfd/shmem or hugetlbfs files can be pinned")
+        offset = self.start + last * PAGE_SIZE
+        size = self.file.size()
+        if offset >= size:
+            raise KernelError(errno.EINVAL, f"file offset {offset:#x} is past the file's end {size:#x}")
 
 
 # ------------------------------------------------------------------------------ areas
@@ -375,6 +435,9 @@ class AreaTree:
         if len(block) > 2 * self.LOAD:
             self._blocks[b:b + 1] = [block[:self.LOAD], block[self.LOAD:]]
             self._firsts[b:b + 1] = [block[0].iova, block[self.LOAD].iova]
+
+
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 def _iova_of(area: Area) -> int:
@@ -622,41 +685,115 @@ class Ioas:
             raise KernelError(errno.EOVERFLOW, f"{uptr:#x} + {length:#x} runs past 2^64")
         if length == 0 or length > U64_MAX - PAGE_SIZE:  # iopt_alloc_pages
             raise KernelError(errno.EINVAL, f"length {length:#x}")
-        if caller.can_lock_memory():
-            mode = AccountMode.NONE
-        else:
-            mode = AccountMode.MM if account_mm else AccountMode.USER
-        pages = Pages(caller, uptr, length, bool(prot & IOMMU_WRITE), mode)
+        pages = Pages(caller, uptr, length, bool(prot & IOMMU_WRITE),
+                      self._account_mode(caller, account_mm))
         return self.map_pages(pages, uptr % PAGE_SIZE, length, iova, prot, hint=uptr)
 
     def map_pages(self, pages: Pages, start_byte: int, length: int, iova: int | None,
                   prot: int, *, hint: int) -> int:
-        """iopt_alloc_area_pages + iopt_insert_area + iopt_area_fill_domains for one area
-        of ``pages`` from ``start_byte``. ``hint`` is the address the allocator keeps the
-        alignment of (A1)."""
+        """iopt_map_common: one area of ``pages`` from ``start_byte``. ``hint`` is the address
+        the allocator keeps the alignment of (A1)."""
+        return self.map_segments([(pages, start_byte, length)], length, iova, prot, hint=hint)
+
+    def map_segments(self, segments: list[tuple[Pages, int, int]], length: int, iova: int | None,
+                     prot: int, *, hint: int | None = None) -> int:
+        """iopt_map_pages: one new area per (pages, start_byte, length) segment, laid out from
+        one IOVA (given, or chosen by the allocator from ``hint``, by default the first
+        segment's own address: iopt_alloc_area_pages). Checks in the kernel's order: the total
+        length's alignment (EINVAL), the IOVA (EINVAL/EOVERFLOW/EEXIST/ENOSPC), then per
+        segment a writable mapping of read-only pages (EPERM) and the segment's page offset
+        (EINVAL); then every area is pinned into the domains (EFAULT/ENOMEM/EINVAL), undoing
+        the earlier ones on failure. Nothing is left behind on failure."""
         if length & (self.iova_alignment - 1) or not length:
             raise KernelError(errno.EINVAL, f"length {length:#x} is not a multiple of the IOVA "
                                             f"alignment {self.iova_alignment:#x}")
         if iova is None:
-            iova = self.alloc_iova(hint, length)
+            first_pages, first_byte, _ = segments[0]
+            iova = self.alloc_iova(hint if hint is not None else first_pages.hint_base + first_byte,
+                                   length)
         else:
             self.check_iova(iova, length)
-        if prot & IOMMU_WRITE and not pages.writable:
-            raise KernelError(errno.EPERM, "writable mapping of read-only pages")
-        if (start_byte % PAGE_SIZE) & (self.iova_alignment - 1):
-            raise KernelError(errno.EINVAL, f"user address offset {start_byte % PAGE_SIZE:#x} is not "
-                                            f"{self.iova_alignment:#x}-aligned")
-        area = Area(iova, iova + length - 1, pages, start_byte, prot)
-        if self.domains:
-            self._pin(area, self.domains)
+        areas: list[Area] = []
+        cursor = iova
+        for pages, start_byte, seg_length in segments:
+            if prot & IOMMU_WRITE and not pages.writable:
+                raise KernelError(errno.EPERM, "writable mapping of read-only pages")
+            if (start_byte % PAGE_SIZE) & (self.iova_alignment - 1):
+                raise KernelError(errno.EINVAL, f"page offset {start_byte % PAGE_SIZE:#x} is not "
+                                                f"{self.iova_alignment:#x}-aligned")
+            areas.append(Area(cursor, cursor + seg_length - 1, pages, start_byte, prot))
+            cursor += seg_length
+        done: list[Area] = []
         try:
-            # IOMMU_READ/IOMMU_WRITE have PROT_READ's and PROT_WRITE's values.
-            self.table.map(iova, length, area.vaddr, prot, self.owners.token(pages.source_key))
+            for area in areas:
+                if self.domains:
+                    self._pin(area, self.domains)
+                # IOMMU_READ/IOMMU_WRITE have PROT_READ's and PROT_WRITE's values.
+                self.table.map(area.iova, area.length, area.vaddr, prot,
+                               self.owners.token(area.pages.source_key))
+                done.append(area)
         except KernelError:
-            self._unpin(area)
+            if done:
+                self.table.unmap(done[0].iova, done[-1].last - done[0].iova + 1)
+            for area in done + [areas[len(done)]]:
+                self._unpin(area)
             raise
-        self.areas.insert(area)
+        for area in areas:
+            self.areas.insert(area)
+            area.pages.users += 1
         return iova
+
+    def map_file(self, caller: Caller, file: CallerFile, iova: int | None, start: int, length: int,
+                 prot: int, *, account_mm: bool) -> int:
+        """iopt_map_file_pages after fget: ``length`` bytes of ``file`` from offset ``start``.
+        Takes over the file reference: it is dropped when the last area of the pages goes, or
+        right away if the map fails. Checks: length 0 (EINVAL) and start+length-1 past 2^64
+        (EOVERFLOW) before anything else (the ioctl layer checks them before fget), a writable
+        mapping of a file not open for writing or sealed against writes (EPERM), the length
+        limit of iopt_alloc_pages (EINVAL), then the map itself."""
+        writable = bool(prot & IOMMU_WRITE)
+        if writable and (not file.writable or file.write_sealed):
+            file.close()
+            raise KernelError(errno.EPERM, "writable map of a file not open for writing, or sealed")
+        if length > U64_MAX - PAGE_SIZE:
+            file.close()
+            raise KernelError(errno.EINVAL, f"length {length:#x}")
+        pages = FilePages(caller, file, start, length, writable, self._account_mode(caller, account_mm))
+        try:
+            return self.map_segments([(pages, start % PAGE_SIZE, length)], length, iova, prot)
+        except KernelError:
+            pages.release()
+            raise
+
+    @staticmethod
+    def _account_mode(caller: Caller, account_mm: bool) -> AccountMode:
+        """iopt_alloc_pages + iopt_map_common: NONE with CAP_IPC_LOCK, else per user, promoted
+        to the mm when the context accounts per process."""
+        if caller.can_lock_memory():
+            return AccountMode.NONE
+        return AccountMode.MM if account_mm else AccountMode.USER
+
+    def get_pages(self, iova: int, length: int) -> list[tuple[Pages, int, int]]:
+        """iopt_get_pages (IOAS_COPY's source): the (pages, start_byte, length) pieces of the
+        areas covering [iova, iova+length-1], which must be covered without a gap from its
+        first byte (ENOENT); any byte sub-range of an area is fine. EINVAL for length 0,
+        EOVERFLOW past 2^64."""
+        if not length:
+            raise KernelError(errno.EINVAL, "length 0")
+        last = last_byte(iova, length)
+        if last is None:
+            raise KernelError(errno.EOVERFLOW, f"{iova:#x} + {length:#x} runs past 2^64")
+        pieces: list[tuple[Pages, int, int]] = []
+        cursor = iova
+        for area in self.areas.iter_from(iova):
+            if area.iova > cursor:
+                break
+            end = min(last, area.last)
+            pieces.append((area.pages, area.start_byte_at(cursor), end - cursor + 1))
+            if end == last:
+                return pieces
+            cursor = end + 1
+        raise KernelError(errno.ENOENT, f"[{iova:#x}, {last:#x}] is not mapped without a gap")
 
     def check_iova(self, iova: int, length: int) -> None:
         """iopt_check_iova for a FIXED_IOVA map: alignment, overflow, reserved, overlap."""
@@ -743,6 +880,9 @@ class Ioas:
         for area in doomed:
             self._unpin(area)
             unmapped += area.length
+            area.pages.users -= 1
+            if not area.pages.users:
+                area.pages.release()
         if sticks_out:
             raise UnmapError(errno.ENOENT, f"an area runs past {last:#x}", unmapped)
         return unmapped
@@ -773,6 +913,76 @@ class Ioas:
                              [(lhs.index, lhs.last_index), (rhs.index, rhs.last_index)])
             lhs.pinned = rhs.pinned = True
         self.areas.replace(area, [lhs, rhs])
+        area.pages.users += 1
+
+    # ---------------------------------------------------------------- dirty tracking
+    # The IOAS's translation table is the one place dirty bits live: device writes mark it
+    # (devices/dma.py), the HWPT ioctls read it through these. The table is byte-granular (an
+    # area may start at any byte without a domain), while dirty state is per IOMMU page (a
+    # VT-d second-level PTE of PAGE_SIZE): a page is dirty when any byte of it was written.
+
+    DIRTY_CHUNK = 64 << 20
+    """IOVA bytes read from the table per call (its byte-granular bitmap of a chunk is 8 MiB)."""
+
+    def start_dirty_tracking(self) -> None:
+        """Tracking on, every page clean (also when it was on: iopt_set_dirty_tracking clears
+        all recorded state before enabling)."""
+        if self.table.dirty_tracking:
+            for area in self.areas:
+                self._read_dirty_pages(area.iova, area.last, clear=True)
+        else:
+            self.table.start_dirty_tracking()
+
+    def stop_dirty_tracking(self) -> None:
+        self.table.stop_dirty_tracking()
+
+    def read_dirty(self, iova: int, last: int, *, clear: bool) -> list[int]:
+        """The dirty PAGE_SIZE pages of the areas covering [iova, last] without a gap from
+        ``iova`` (__iommu_read_and_clear_dirty walks contiguous areas and stops at the first
+        hole), ascending IOVAs; their dirty state is cleared unless ``clear`` is false
+        (IOMMU_DIRTY_NO_CLEAR). Nothing when tracking is off (the driver refuses the walk and
+        the refusal is ignored)."""
+        if not self.table.dirty_tracking:
+            return []
+        dirty: list[int] = []
+        cursor = iova
+        for area in self.areas.iter_from(iova):
+            if area.iova > cursor:
+                break
+            end = min(last, area.last)
+            dirty.extend(self._read_dirty_pages(cursor, end, clear=clear))
+            if end >= last:
+                break
+            cursor = end + 1
+        return dirty
+
+    def _read_dirty_pages(self, start: int, last: int, *, clear: bool) -> list[int]:
+        """Dirty pages of one mapped run [start, last] (page-aligned when a domain exists;
+        otherwise the pages touching the run)."""
+        pages: list[int] = []
+        first_page = start - start % PAGE_SIZE
+        seen = -1
+        cursor = start
+        while cursor <= last:
+            end = min(last, cursor + self.DIRTY_CHUNK - 1)
+            bitmap = self.table.read_dirty(cursor, end - cursor + 1, clear=clear)
+            # Bit i of the table's bitmap is byte cursor+i: find the set bytes of the bitmap,
+            # then skip to the next page (8 bitmap bytes per 64 IOVA bytes).
+            pos = 0
+            while True:
+                hit = _NONZERO.search(bitmap, pos)
+                if hit is None:
+                    break
+                byte = cursor + hit.start() * 8
+                page = byte - byte % PAGE_SIZE
+                if page != seen:
+                    pages.append(page)
+                    seen = page
+                next_page = page + PAGE_SIZE
+                pos = (next_page - cursor) // 8
+            cursor = end + 1
+        assert not pages or pages[0] >= first_page
+        return pages
 
     # ---------------------------------------------------------------- lifetime
     def destroy(self) -> None:

@@ -26,7 +26,7 @@ from ..uapi import vfio as V
 from ..uapi.ioctl import ioc_nr
 from ..uapi.layout import Layout
 from .argsz import copy_in, copy_out, int_field, read_argsz_struct, read_u32
-from .caller import Caller
+from .caller import CAP_SYS_RESOURCE, PAGE_SIZE, Caller
 from .capchain import CAP_ALIGNMENT
 from .files import FileKind, OpenFile
 from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Accounting, Domain, Ioas, UnmapError
@@ -66,20 +66,22 @@ NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
     _slot(I.IOMMU_IOAS_ALLOC, I.IOAS_ALLOC, lambda c, caller, d, a: c.ioas_alloc(caller, d, a)),
     _slot(I.IOMMU_IOAS_ALLOW_IOVAS, I.IOAS_ALLOW_IOVAS,
           lambda c, caller, d, a: c.ioas_allow_iovas(caller, d, a)),
-    _slot(I.IOMMU_IOAS_COPY, I.IOAS_COPY),
+    _slot(I.IOMMU_IOAS_COPY, I.IOAS_COPY, lambda c, caller, d, a: c.ioas_copy(caller, d, a)),
     _slot(I.IOMMU_IOAS_IOVA_RANGES, I.IOAS_IOVA_RANGES,
           lambda c, caller, d, a: c.ioas_iova_ranges(caller, d, a)),
     _slot(I.IOMMU_IOAS_MAP, I.IOAS_MAP, lambda c, caller, d, a: c.ioas_map(caller, d, a)),
     _slot(I.IOMMU_IOAS_UNMAP, I.IOAS_UNMAP, lambda c, caller, d, a: c.ioas_unmap(caller, d, a)),
-    _slot(I.IOMMU_OPTION, I.OPTION),
+    _slot(I.IOMMU_OPTION, I.OPTION, lambda c, caller, d, a: c.option(caller, d, a)),
     _slot(I.IOMMU_VFIO_IOAS, I.VFIO_IOAS, lambda c, caller, d, a: c.vfio_ioas(caller, d, a)),
-    _slot(I.IOMMU_HWPT_ALLOC, I.HWPT_ALLOC),
-    _slot(I.IOMMU_GET_HW_INFO, I.HW_INFO),
-    _slot(I.IOMMU_HWPT_SET_DIRTY_TRACKING, I.HWPT_SET_DIRTY_TRACKING),
-    _slot(I.IOMMU_HWPT_GET_DIRTY_BITMAP, I.HWPT_GET_DIRTY_BITMAP),
+    _slot(I.IOMMU_HWPT_ALLOC, I.HWPT_ALLOC, lambda c, caller, d, a: c.hwpt_alloc(caller, d, a)),
+    _slot(I.IOMMU_GET_HW_INFO, I.HW_INFO, lambda c, caller, d, a: c.get_hw_info(caller, d, a)),
+    _slot(I.IOMMU_HWPT_SET_DIRTY_TRACKING, I.HWPT_SET_DIRTY_TRACKING,
+          lambda c, caller, d, a: c.hwpt_set_dirty_tracking(caller, d, a)),
+    _slot(I.IOMMU_HWPT_GET_DIRTY_BITMAP, I.HWPT_GET_DIRTY_BITMAP,
+          lambda c, caller, d, a: c.hwpt_get_dirty_bitmap(caller, d, a)),
     _slot(I.IOMMU_HWPT_INVALIDATE, I.HWPT_INVALIDATE),
     _slot(I.IOMMU_FAULT_QUEUE_ALLOC, I.FAULT_ALLOC),
-    _slot(I.IOMMU_IOAS_MAP_FILE, I.IOAS_MAP_FILE),
+    _slot(I.IOMMU_IOAS_MAP_FILE, I.IOAS_MAP_FILE, lambda c, caller, d, a: c.ioas_map_file(caller, d, a)),
     _slot(I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC),
     _slot(I.IOMMU_VDEVICE_ALLOC, I.VDEVICE_ALLOC),
     _slot(I.IOMMU_IOAS_CHANGE_PROCESS, I.IOAS_CHANGE_PROCESS),
@@ -159,6 +161,9 @@ class IommufdContext:
         self.groups: list[Group] = []
         self.devices: list[BoundDevice] = []
         self.file_open = True
+        # The IOMMU every device sits behind, as the intel driver sees it (GET_HW_INFO, the
+        # flags HWPT_ALLOC accepts).
+        self.vtd = VtdIommu.qemu(iommu.address_width)
 
     # ---- object ids: the lowest free id in [1, 2^31-1], reused as soon as it is freed
     def allocate_id(self, obj: object) -> int:
@@ -206,6 +211,7 @@ class IommufdContext:
         elif isinstance(obj, HwptPaging):
             self.hwpts.remove(obj)
             obj.ioas.remove_domain(obj.domain)
+            self._sync_dirty_tracking(obj.ioas)  # a tracking domain went with it
 
     # ---- lifetime
     def close_file(self) -> None:
@@ -687,6 +693,308 @@ class IommufdContext:
             raise KernelError(errno.EOPNOTSUPP, f"VFIO_IOAS: op {op}")
         return 0
 
+    # ---- native ioctls of the io page tables (ioas.c, hw_pagetable.c, device.c, main.c)
+    def ioas_copy(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_ioas_copy: flags (EOPNOTSUPP), 64-bit limits (EOVERFLOW), a permission
+        (EINVAL), the source IOAS (ENOENT) and its pages (iopt_get_pages: EINVAL, EOVERFLOW,
+        ENOENT for a gap), the destination IOAS (ENOENT), then one new area per source piece
+        sharing the source's pages (no second pin or charge; pinned now, from the process that
+        mapped them, if the destination has domains). ``dst_iova`` is written back; a failed
+        write-back leaves the copy in place."""
+        fields = I.IOAS_COPY.unpack(data)
+        flags = int_field(fields, "flags")
+        if flags & ~_IOAS_MAP_FLAGS:
+            raise KernelError(errno.EOPNOTSUPP, "IOAS_COPY: unknown flags")
+        length = int_field(fields, "length")
+        src_iova, dst_iova = int_field(fields, "src_iova"), int_field(fields, "dst_iova")
+        if length >= U64_MAX or src_iova >= U64_MAX or dst_iova >= U64_MAX:
+            raise KernelError(errno.EOVERFLOW, "IOAS_COPY: length or an IOVA is 2^64-1")
+        prot = _map_prot(flags)
+        segments = self.get_ioas(int_field(fields, "src_ioas_id")).get_pages(src_iova, length)
+        dst = self.get_ioas(int_field(fields, "dst_ioas_id"))
+        iova = dst.map_segments(segments, length,
+                                dst_iova if flags & I.IOMMU_IOAS_MAP_FIXED_IOVA else None, prot)
+        I.IOAS_COPY.write_fields(data, dst_iova=iova)
+        _respond(caller, arg, data)
+        return 0
+
+    def ioas_map_file(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_ioas_map_file + iopt_map_file_pages: flags (EOPNOTSUPP; offset 12 is the fd,
+        not a reserved word), 64-bit limits (EOVERFLOW), a permission (EINVAL), the IOAS
+        (ENOENT), length 0 (EINVAL) and start+length-1 past 2^64 (EOVERFLOW), the fd (EBADF),
+        then the file's own checks (EPERM: a writable map of a file not open for writing or
+        sealed) and the map. Whether the file can be pinned at all (a memfd/shmem or hugetlbfs
+        file, the range inside it: EINVAL) is checked only when pages are pinned, i.e. now if
+        the IOAS has a domain, else when one comes."""
+        fields = I.IOAS_MAP_FILE.unpack(data)
+        flags = int_field(fields, "flags")
+        if flags & ~_IOAS_MAP_FLAGS:
+            raise KernelError(errno.EOPNOTSUPP, "IOAS_MAP_FILE: unknown flags")
+        iova, length = int_field(fields, "iova"), int_field(fields, "length")
+        if iova >= U64_MAX or length >= U64_MAX:
+            raise KernelError(errno.EOVERFLOW, "IOAS_MAP_FILE: iova or length is 2^64-1")
+        prot = _map_prot(flags)
+        ioas = self.get_ioas(int_field(fields, "ioas_id"))
+        start = int_field(fields, "start")
+        if not length:
+            raise KernelError(errno.EINVAL, "IOAS_MAP_FILE: length 0")
+        if start + length - 1 > U64_MAX:
+            raise KernelError(errno.EOVERFLOW, f"IOAS_MAP_FILE: {start:#x} + {length:#x} runs past 2^64")
+        file = caller.file(int_field(fields, "fd"))
+        iova = ioas.map_file(caller, file, iova if flags & I.IOMMU_IOAS_MAP_FIXED_IOVA else None,
+                             start, length, prot, account_mm=self.account_mm)
+        I.IOAS_MAP_FILE.write_fields(data, iova=iova)
+        _respond(caller, arg, data)
+        return 0
+
+    def option(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_option: __reserved (EOPNOTSUPP), then per option (unknown: EOPNOTSUPP).
+        Success writes back ``val64`` alone (8 bytes at offset 16), for SET too."""
+        fields = I.OPTION.unpack(data)
+        if fields["reserved"]:
+            raise KernelError(errno.EOPNOTSUPP, "IOMMU_OPTION: __reserved")
+        option_id, op = int_field(fields, "option_id"), int_field(fields, "op")
+        val64 = int_field(fields, "val64")
+        if option_id == I.IOMMU_OPTION_RLIMIT_MODE:
+            val64 = self._option_rlimit_mode(caller, op, int_field(fields, "object_id"), val64)
+        elif option_id == I.IOMMU_OPTION_HUGE_PAGES:
+            val64 = self._option_huge_pages(op, int_field(fields, "object_id"), val64)
+        else:
+            raise KernelError(errno.EOPNOTSUPP, f"IOMMU_OPTION: option {option_id}")
+        copy_out(caller, arg + I.OPTION.offset("val64"), val64.to_bytes(8, "little"))
+        return 0
+
+    def _option_rlimit_mode(self, caller: Caller, op: int, object_id: int, val64: int) -> int:
+        """iommufd_option_rlimit_mode: global (an object id is EOPNOTSUPP). GET: 1 when pins are
+        charged to the mapping process's mm. SET: CAP_SYS_RESOURCE (EPERM), only while the
+        context holds no object at all (EBUSY), 0 or 1 (EINVAL)."""
+        if object_id:
+            raise KernelError(errno.EOPNOTSUPP, "RLIMIT_MODE takes no object id")
+        if op == I.IOMMU_OPTION_OP_GET:
+            return int(self.account_mm)
+        if op != I.IOMMU_OPTION_OP_SET:
+            raise KernelError(errno.EOPNOTSUPP, f"RLIMIT_MODE: op {op}")
+        if not caller.has_capability(CAP_SYS_RESOURCE):
+            raise KernelError(errno.EPERM, "RLIMIT_MODE SET needs CAP_SYS_RESOURCE")
+        if self.objects:
+            raise KernelError(errno.EBUSY, "RLIMIT_MODE: the context already holds objects")
+        if val64 not in (0, 1):
+            raise KernelError(errno.EINVAL, f"RLIMIT_MODE: value {val64}")
+        self.account_mm = bool(val64)
+        return val64
+
+    def _option_huge_pages(self, op: int, object_id: int, val64: int) -> int:
+        """iommufd_ioas_option: the IOAS first (ENOENT, also for GET and for object id 0).
+        GET: 1 unless large pages are disabled. SET 0: iopt_disable_large_pages (EINVAL once
+        domains hold mappings, EADDRINUSE for a misaligned area); SET 1 always works; any other
+        value EINVAL, any other op EOPNOTSUPP."""
+        ioas = self.get_ioas(object_id)
+        if op == I.IOMMU_OPTION_OP_GET:
+            return int(not ioas.large_pages_disabled)
+        if op != I.IOMMU_OPTION_OP_SET:
+            raise KernelError(errno.EOPNOTSUPP, f"HUGE_PAGES: op {op}")
+        if val64 == 0:
+            ioas.disable_large_pages()
+        elif val64 == 1:
+            ioas.enable_large_pages()
+        else:
+            raise KernelError(errno.EINVAL, f"HUGE_PAGES: value {val64}")
+        return val64
+
+    def get_device(self, object_id: int) -> BoundDevice:
+        """iommufd_get_device: ENOENT for a missing id or another type of object."""
+        obj = self.objects.get(object_id)
+        if not isinstance(obj, BoundDevice):
+            raise KernelError(errno.ENOENT, f"no device {object_id}")
+        return obj
+
+    def get_hwpt_paging(self, object_id: int) -> HwptPaging:
+        """iommufd_get_hwpt_paging: ENOENT for a missing id or another type of object."""
+        obj = self.objects.get(object_id)
+        if not isinstance(obj, HwptPaging):
+            raise KernelError(errno.ENOENT, f"no paging HWPT {object_id}")
+        return obj
+
+    def get_hw_info(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_get_hw_info + intel_iommu_hw_info: flags other than INPUT_TYPE and non-zero
+        __reserved bytes are EOPNOTSUPP; without INPUT_TYPE the requested type is DEFAULT; the
+        device (ENOENT); a requested type other than DEFAULT or INTEL_VTD is EOPNOTSUPP. The
+        driver's 24-byte ``iommu_hw_info_vtd`` goes to ``data_uptr``, cut to ``data_len`` or
+        followed by zeros up to it (EFAULT); then ``data_len`` = 24, ``out_data_type`` =
+        INTEL_VTD, the capabilities (DIRTY_TRACKING when the IOMMU has second-level A/D bits in
+        scalable mode) and ``out_max_pasid_log2`` = 0 (no PASID on our devices); respond."""
+        fields = I.HW_INFO.unpack(data)
+        flags = int_field(fields, "flags")
+        if flags & ~I.IOMMU_HW_INFO_FLAG_INPUT_TYPE:
+            raise KernelError(errno.EOPNOTSUPP, "GET_HW_INFO: unknown flags")
+        if any(bytes(fields["reserved"])):  # type: ignore[arg-type]
+            raise KernelError(errno.EOPNOTSUPP, "GET_HW_INFO: __reserved")
+        in_type = int_field(fields, "out_data_type") if flags & I.IOMMU_HW_INFO_FLAG_INPUT_TYPE else 0
+        self.get_device(int_field(fields, "dev_id"))
+        if in_type not in (I.IOMMU_HW_INFO_TYPE_DEFAULT, I.IOMMU_HW_INFO_TYPE_INTEL_VTD):
+            raise KernelError(errno.EOPNOTSUPP, f"GET_HW_INFO: the VT-d driver has no info type {in_type}")
+        blob = self.vtd.hw_info()
+        user_len, uptr = int_field(fields, "data_len"), int_field(fields, "data_uptr")
+        copy_len = min(user_len, len(blob))
+        copy_out(caller, uptr, blob[:copy_len])
+        if copy_len < user_len:
+            copy_out(caller, uptr + copy_len, bytes(user_len - copy_len))
+        I.HW_INFO.write_fields(data, data_len=len(blob), out_data_type=I.IOMMU_HW_INFO_TYPE_INTEL_VTD,
+                               out_max_pasid_log2=0,
+                               out_capabilities=I.IOMMU_HW_CAP_DIRTY_TRACKING if self.vtd.dirty_tracking else 0)
+        _respond(caller, arg, data)
+        return 0
+
+    def hwpt_alloc(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_hwpt_alloc: __reserved (EOPNOTSUPP); data_type and data_len must agree
+        (EINVAL); the device (ENOENT); ``pt_id`` names anything at all (else EINVAL, not
+        ENOENT). On an IOAS, a paging HWPT (iommufd_hwpt_paging_alloc): unknown flags and
+        DIRTY_TRACKING without the IOMMU's dirty capability are EOPNOTSUPP before the id is
+        taken; the VT-d driver then refuses driver data and NEST_PARENT without nesting
+        (EOPNOTSUPP); the domain joins the IOAS (EINVAL, EADDRINUSE, EFAULT, ENOMEM). The
+        device is not attached, and the HWPT is never picked as an automatic domain. On a
+        paging HWPT, a nested one: flags other than FAULT_ID_VALID or no data (EOPNOTSUPP), an
+        automatic or non-NEST_PARENT parent (EINVAL). Any other object: EINVAL. FAULT_ID_VALID
+        needs a FAULT object (ENOENT: we have none). ``out_hwpt_id`` is written back; if that
+        fails the HWPT is destroyed again."""
+        fields = I.HWPT_ALLOC.unpack(data)
+        if fields["reserved"]:
+            raise KernelError(errno.EOPNOTSUPP, "HWPT_ALLOC: __reserved")
+        data_type, data_len = int_field(fields, "data_type"), int_field(fields, "data_len")
+        if (data_type == I.IOMMU_HWPT_DATA_NONE) != (data_len == 0):
+            raise KernelError(errno.EINVAL, "HWPT_ALLOC: data_type and data_len disagree")
+        self.get_device(int_field(fields, "dev_id"))
+        pt = self.objects.get(int_field(fields, "pt_id"))
+        if pt is None:
+            raise KernelError(errno.EINVAL, f"HWPT_ALLOC: no object {int_field(fields, 'pt_id')}")
+        flags = int_field(fields, "flags")
+        if isinstance(pt, Ioas):
+            hwpt: HwptPaging = self._hwpt_paging_alloc(pt, flags, data_len)
+        elif isinstance(pt, HwptPaging):
+            if flags & ~I.IOMMU_HWPT_FAULT_ID_VALID or not data_len:
+                raise KernelError(errno.EOPNOTSUPP, "nested HWPT: unknown flags or no driver data")
+            if not isinstance(pt, UserHwpt) or not pt.nest_parent:
+                raise KernelError(errno.EINVAL, "nested HWPT: the parent is not a NEST_PARENT HWPT")
+            # Only an IOMMU with nesting lets a NEST_PARENT HWPT exist; ours (QEMU's) has none.
+            raise KernelError(errno.EOPNOTSUPP, "nested (VTD_S1) domains are not emulated")
+        else:
+            raise KernelError(errno.EINVAL, "HWPT_ALLOC: pt_id is neither an IOAS nor a paging HWPT")
+        hwpt_id = self.id_of(hwpt)
+        try:
+            if flags & I.IOMMU_HWPT_FAULT_ID_VALID:
+                raise KernelError(errno.ENOENT, f"no fault queue {int_field(fields, 'fault_id')}")
+            I.HWPT_ALLOC.write_fields(data, out_hwpt_id=hwpt_id)
+            _respond(caller, arg, data)
+        except KernelError:
+            del self.objects[hwpt_id]
+            self._destructor(hwpt)
+            raise
+        return 0
+
+    def _hwpt_paging_alloc(self, ioas: Ioas, flags: int, data_len: int) -> UserHwpt:
+        """iommufd_hwpt_paging_alloc without immediate attach, and the VT-d driver's
+        domain_alloc_paging_flags."""
+        if flags & ~_HWPT_PAGING_FLAGS:
+            raise KernelError(errno.EOPNOTSUPP, f"HWPT_ALLOC: flags {flags:#x}")
+        if flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING and not self.vtd.dirty_tracking:
+            raise KernelError(errno.EOPNOTSUPP, "the IOMMU cannot track dirty pages")
+        hwpt = UserHwpt(ioas, Domain.from_config(self.iommu_config), flags)
+        hwpt_id = self.allocate_id(hwpt)
+        try:
+            if data_len:
+                raise KernelError(errno.EOPNOTSUPP, "the VT-d driver takes no data for a paging domain")
+            if hwpt.nest_parent and not self.vtd.nesting:
+                raise KernelError(errno.EOPNOTSUPP, "the IOMMU cannot nest")
+            ioas.add_domain(hwpt.domain)
+        except KernelError:
+            del self.objects[hwpt_id]
+            raise
+        self.hwpts.append(hwpt)
+        return hwpt
+
+    def hwpt_set_dirty_tracking(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_hwpt_set_dirty_tracking: flags (EOPNOTSUPP; __reserved is not checked), a
+        paging HWPT (ENOENT), one allocated with DIRTY_TRACKING (no dirty ops: EOPNOTSUPP).
+        Enabling first clears every recorded dirty bit of the IOAS (a clean snapshot), even when
+        tracking was on already; nothing is written back."""
+        fields = I.HWPT_SET_DIRTY_TRACKING.unpack(data)
+        flags = int_field(fields, "flags")
+        if flags & ~I.IOMMU_HWPT_DIRTY_TRACKING_ENABLE:
+            raise KernelError(errno.EOPNOTSUPP, "SET_DIRTY_TRACKING: unknown flags")
+        hwpt = self.get_hwpt_paging(int_field(fields, "hwpt_id"))
+        if not isinstance(hwpt, UserHwpt) or not hwpt.dirty_ops:
+            raise KernelError(errno.EOPNOTSUPP, "the HWPT was not allocated with DIRTY_TRACKING")
+        if flags & I.IOMMU_HWPT_DIRTY_TRACKING_ENABLE:
+            hwpt.ioas.start_dirty_tracking()
+            hwpt.dirty_enabled = True
+        else:
+            hwpt.dirty_enabled = False
+            self._sync_dirty_tracking(hwpt.ioas)
+        return 0
+
+    def _sync_dirty_tracking(self, ioas: Ioas) -> None:
+        """The IOAS's table records device writes while any of its HWPTs tracks them."""
+        if ioas.table.dirty_tracking and not any(
+                isinstance(h, UserHwpt) and h.dirty_enabled for h in self.hwpts if h.ioas is ioas):
+            ioas.stop_dirty_tracking()
+
+    def hwpt_get_dirty_bitmap(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_hwpt_get_dirty_bitmap + iopt_read_and_clear_dirty_data: flags other than
+        NO_CLEAR or __reserved (EOPNOTSUPP), a paging HWPT (ENOENT), the range
+        (iommufd_check_iova_range: EOVERFLOW past 2^64; EINVAL unless iova and iova+length are
+        multiples of the IOAS's alignment and of ``page_size``, and for page_size 0), a domain
+        with dirty ops (EOPNOTSUPP). Then the mapped areas from ``iova`` on, up to the first
+        hole, are walked: each dirty IOMMU page sets its bits (bit (addr - iova) >> log2 of
+        page_size's lowest bit, in u64 words at ``data``; existing bits are kept, never
+        cleared) and is cleaned unless NO_CLEAR. Problems inside the walk -- a hole, tracking
+        off, a bitmap the kernel cannot pin -- end it silently: the ioctl still returns 0.
+        Nothing is written back to the struct."""
+        fields = I.HWPT_GET_DIRTY_BITMAP.unpack(data)
+        flags = int_field(fields, "flags")
+        if flags & ~I.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR or fields["reserved"]:
+            raise KernelError(errno.EOPNOTSUPP, "GET_DIRTY_BITMAP: unknown flags or __reserved")
+        hwpt = self.get_hwpt_paging(int_field(fields, "hwpt_id"))
+        iova, length = int_field(fields, "iova"), int_field(fields, "length")
+        page_size = int_field(fields, "page_size")
+        last = iova + ((length - 1) & U64_MAX)
+        if last > U64_MAX:
+            raise KernelError(errno.EOVERFLOW, f"GET_DIRTY_BITMAP: {iova:#x} + {length:#x} runs past 2^64")
+        end = (last + 1) & U64_MAX
+        alignment = hwpt.ioas.iova_alignment
+        if (iova | end) & (alignment - 1):
+            raise KernelError(errno.EINVAL, f"GET_DIRTY_BITMAP: range not {alignment:#x}-aligned")
+        if not page_size:
+            raise KernelError(errno.EINVAL, "GET_DIRTY_BITMAP: page_size 0")
+        if (iova | end) & (page_size - 1) & U64_MAX:
+            raise KernelError(errno.EINVAL, f"GET_DIRTY_BITMAP: range not {page_size:#x}-aligned")
+        if not isinstance(hwpt, UserHwpt) or not hwpt.dirty_ops:
+            raise KernelError(errno.EOPNOTSUPP, "the HWPT was not allocated with DIRTY_TRACKING")
+        if not hwpt.dirty_enabled:
+            return 0  # intel_iommu_read_and_clear_dirty: EINVAL inside the walk, ignored
+        clear = not flags & I.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
+        dirty = hwpt.ioas.read_dirty(iova, last, clear=False)
+        if not dirty:
+            return 0
+        shift = (page_size & -page_size).bit_length() - 1
+        bits = [(page - iova) >> shift for page in dirty]
+        ends = [(page + PAGE_SIZE - 1 - iova) >> shift for page in dirty]
+        first_byte, last_byte = bits[0] // 8, ends[-1] // 8
+        uptr = int_field(fields, "data")
+        try:
+            bitmap = bytearray(caller.memory.read(uptr + first_byte, last_byte - first_byte + 1))
+        except KernelError:
+            return 0  # iova_bitmap could not pin the user's bitmap: the walk ends, 0
+        for lo, hi in zip(bits, ends):
+            for bit in range(lo, hi + 1):
+                bitmap[bit // 8 - first_byte] |= 1 << (bit % 8)
+        if clear:
+            hwpt.ioas.read_dirty(iova, last, clear=True)
+        try:
+            caller.memory.write(uptr + first_byte, bytes(bitmap))
+        except KernelError:
+            pass
+        return 0
+
 
 def _respond(caller: Caller, arg: int, data: bytearray) -> None:
     """iommufd_ucmd_respond: write back min(user size, kernel size) bytes (EFAULT)."""
@@ -698,6 +1006,107 @@ def _cap_slot(size: int) -> int:
     """Room a capability takes in the chain: padded to 8 bytes (>= 6.6)."""
     return -(-size // CAP_ALIGNMENT) * CAP_ALIGNMENT
 
+
+
+def _map_prot(flags: int) -> int:
+    """conv_iommu_prot for MAP, MAP_FILE and COPY: READABLE and WRITEABLE, one needed (EINVAL)."""
+    if not flags & (I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE):
+        raise KernelError(errno.EINVAL, "neither READABLE nor WRITEABLE")
+    return (IOMMU_READ if flags & I.IOMMU_IOAS_MAP_READABLE else 0) | (
+        IOMMU_WRITE if flags & I.IOMMU_IOAS_MAP_WRITEABLE else 0)
+
+
+_HWPT_PAGING_FLAGS = (I.IOMMU_HWPT_ALLOC_NEST_PARENT | I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
+                      | I.IOMMU_HWPT_FAULT_ID_VALID | I.IOMMU_HWPT_ALLOC_PASID)
+"""iommufd_hwpt_paging_alloc's valid_flags (PASID since ~6.15)."""
+
+
+class UserHwpt(HwptPaging):
+    """A paging HWPT made by IOMMU_HWPT_ALLOC: never automatic, and it keeps the flags it was
+    allocated with -- NEST_PARENT (may parent nested HWPTs) and DIRTY_TRACKING (the VT-d
+    driver gives such a domain dirty ops; any other domain answers dirty ioctls EOPNOTSUPP).
+    ``dirty_enabled`` is the domain's tracking switch (SET_DIRTY_TRACKING); the dirty bits
+    themselves live in the IOAS's translation table, where device writes mark them."""
+
+    def __init__(self, ioas: Ioas, domain: Domain, flags: int) -> None:
+        super().__init__(ioas, domain, auto=False)
+        self.nest_parent = bool(flags & I.IOMMU_HWPT_ALLOC_NEST_PARENT)
+        self.dirty_ops = bool(flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+        self.dirty_enabled = False
+
+
+# VT-d capability bits the emulation derives its answers from (VT-d spec 11.4.2-11.4.3; QEMU's
+# hw/i386/intel_iommu_internal.h names the same bits).
+_VTD_CAP_FRO = 0x220 << 20        # fault recording registers at 0x220
+_VTD_CAP_ND_64K = 6               # 16-bit domain ids
+_VTD_CAP_SAGAW_39 = 0x2 << 8      # 3-level page tables
+_VTD_CAP_SAGAW_48 = 0x4 << 8      # 4-level page tables
+_VTD_CAP_SLLPS = 0x3 << 34        # 2 MiB and 1 GiB second-level pages
+_VTD_CAP_PSI = 1 << 39            # page-selective invalidation
+_VTD_CAP_MAMV = 18 << 48
+_VTD_CAP_DRAIN = 0x3 << 54        # read and write draining
+_VTD_CAP_ESRTPS = 1 << 63
+_VTD_ECAP_QI = 1 << 1             # queued invalidation
+_VTD_ECAP_PT = 1 << 6             # pass-through
+_VTD_ECAP_IRO = 0xF0 << 4         # IOTLB registers at 0xF0
+_VTD_ECAP_NEST = 1 << 26
+_VTD_ECAP_SMTS = 1 << 43          # scalable mode
+_VTD_ECAP_SLADS = 1 << 45         # second-level accessed/dirty bits
+_VTD_ECAP_SLTS = 1 << 46          # second-level translation in scalable mode
+
+
+@dataclass(frozen=True)
+class VtdIommu:
+    """The emulated Intel IOMMU as the Linux intel driver sees it: its CAP and ECAP registers,
+    from which the driver derives everything iommufd reports (GET_HW_INFO passes them through
+    raw) or allows (dirty tracking: intel/iommu.h ssads_supported = scalable mode and SLADS;
+    nesting: nested_supported = scalable mode and NEST).
+
+    :meth:`qemu` is QEMU's ``-device intel-iommu`` with its defaults (legacy mode, no interrupt
+    remapping, pass-through and DMA draining on): no scalable mode, so no dirty tracking and no
+    nesting -- which is what the default configuration emulates. :meth:`with_dirty_tracking`
+    adds what a scalable-mode host IOMMU with A/D bits (Sapphire Rapids and later) reports, for
+    exercising the dirty-tracking ioctls; no configuration key selects it yet."""
+
+    cap_reg: int
+    ecap_reg: int
+
+    @classmethod
+    def qemu(cls, address_width: int) -> VtdIommu:
+        """hw/i386/intel_iommu.c:vtd_cap_init with the defaults and ``aw-bits`` = the config's
+        address width."""
+        cap = (_VTD_CAP_FRO | _VTD_CAP_ND_64K | _VTD_CAP_MAMV | _VTD_CAP_PSI | _VTD_CAP_SLLPS
+               | _VTD_CAP_ESRTPS | ((address_width - 1) & 0x3F) << 16 | _VTD_CAP_DRAIN)
+        if address_width >= 39:
+            cap |= _VTD_CAP_SAGAW_39
+        if address_width >= 48:
+            cap |= _VTD_CAP_SAGAW_48
+        return cls(cap, _VTD_ECAP_QI | _VTD_ECAP_IRO | _VTD_ECAP_PT)
+
+    @classmethod
+    def with_dirty_tracking(cls, address_width: int) -> VtdIommu:
+        """The same IOMMU in scalable mode with second-level A/D bits."""
+        base = cls.qemu(address_width)
+        return cls(base.cap_reg, base.ecap_reg | _VTD_ECAP_SMTS | _VTD_ECAP_SLTS | _VTD_ECAP_SLADS)
+
+    @property
+    def scalable_mode(self) -> bool:
+        return bool(self.ecap_reg & _VTD_ECAP_SMTS)
+
+    @property
+    def dirty_tracking(self) -> bool:
+        """IOMMU_CAP_DIRTY_TRACKING (intel_iommu_capable: ssads_supported)."""
+        return self.scalable_mode and bool(self.ecap_reg & _VTD_ECAP_SLADS)
+
+    @property
+    def nesting(self) -> bool:
+        return self.scalable_mode and bool(self.ecap_reg & _VTD_ECAP_NEST)
+
+    def hw_info(self) -> bytes:
+        """intel_iommu_hw_info: the SPR17 erratum flag is always set (the driver cannot tell),
+        then the raw registers."""
+        return I.HW_INFO_VTD.pack(flags=I.IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, reserved=0,
+                                  cap_reg=self.cap_reg, ecap_reg=self.ecap_reg)
 
 
 class IommufdFile(OpenFile):

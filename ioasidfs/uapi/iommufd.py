@@ -331,6 +331,18 @@ HW_INFO: Final = Layout.natural(
 HW_INFO_SIZE_6_6: Final = 32
 """ksize of iommu_hw_info in 6.6 (no out_capabilities)."""
 
+IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17: Final = 1 << 0
+"""``iommu_hw_info_vtd.flags``: the IOMMU has erratum 772415 (SPR17: no read-only IOPTEs in
+nested parents)."""
+
+HW_INFO_VTD: Final = Layout.natural(
+    "iommu_hw_info_vtd",
+    [("flags", U32), ("reserved", U32), ("cap_reg", U64), ("ecap_reg", U64)],
+    size=24,
+    doc="IOMMU_GET_HW_INFO's data for IOMMU_HW_INFO_TYPE_INTEL_VTD: the raw VT-d CAP_REG and "
+        "ECAP_REG (intel/iommu.c:intel_iommu_hw_info).",
+)
+
 HWPT_SET_DIRTY_TRACKING: Final = Layout.natural(
     "iommu_hwpt_set_dirty_tracking",
     [("size", U32), ("flags", U32), ("hwpt_id", U32), ("reserved", U32)],
@@ -655,4 +667,7 @@ LAYOUTS: Final[dict[str, Layout]] = {
         TEST_CMD,
     )
 }
-"""Every iommufd struct by its C name."""
+"""Every iommufd ioctl struct by its C name (driver data blobs: :data:`DRIVER_LAYOUTS`)."""
+
+DRIVER_LAYOUTS: Final[dict[str, Layout]] = {HW_INFO_VTD.name: HW_INFO_VTD}
+"""The IOMMU drivers' data structs that iommufd ioctls carry (GET_HW_INFO's blob)."""
