@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import itertools
+import mmap
 import os
 import resource
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Any, Sequence, cast
@@ -386,6 +389,85 @@ class ProcessEventfd:
 
 
 _ONE = (1).to_bytes(8, "little")
+_ONE = (1).to_bytes(8, "little")
+
+# The file behind an fd, for IOMMU_IOAS_MAP_FILE.
+TMPFS_MAGIC = 0x01021994       # memfd_create, tmpfs, /dev/shm: shmem
+HUGETLBFS_MAGIC = 0x958458F6   # memfd_create(MFD_HUGETLB), hugetlbfs
+F_GET_SEALS = 1034
+F_SEAL_WRITE = 0x0008
+F_SEAL_FUTURE_WRITE = 0x0010
+_STATFS_SIZE = 120             # struct statfs on x86-64; f_type is its first long
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def _fs_type(fd: int) -> int:
+    """statfs f_type of the filesystem ``fd`` lives on (0 if unknown)."""
+    buf = ctypes.create_string_buffer(_STATFS_SIZE)
+    if _libc.fstatfs(fd, buf) != 0:
+        return 0
+    return int(struct.unpack_from("q", buf.raw)[0]) & 0xFFFFFFFF
+
+
+class ProcessFile:
+    """Our reference to the open file behind a client's fd (the kernel's ``fget``), for
+    IOMMU_IOAS_MAP_FILE: a copy of the fd (pidfd_getfd), so it outlives the client's close as
+    the kernel's reference does. Implements the engine's ``CallerFile``.
+
+    Device DMA into a file-backed area must reach the file's pages whatever the client does
+    with its own mappings (the kernel pins the folios). So :meth:`window` maps the file
+    MAP_SHARED into *our* process and the area's translation points there, owned by us: a
+    device write lands in the file's page cache, seen by every mapping of the memfd. Only
+    shmem and hugetlbfs files are mapped (nothing else can be pinned, so no DMA can reach
+    them); a window that cannot be made (a hugetlbfs offset that is not huge-page aligned) is
+    address 0, and DMA through it faults."""
+
+    __slots__ = ("fd", "writable", "write_sealed", "pinnable", "_maps")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        self.writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+        try:
+            seals = fcntl.fcntl(fd, F_GET_SEALS)
+        except OSError:
+            seals = 0  # not a memfd: no seals
+        self.write_sealed = bool(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+        self.pinnable = (stat.S_ISREG(os.fstat(fd).st_mode)
+                         and _fs_type(fd) in (TMPFS_MAGIC, HUGETLBFS_MAGIC))
+        self._maps: dict[int, int] = {}
+
+    @classmethod
+    def take(cls, fds: ProcessFds, fd: int) -> ProcessFile:
+        """fget: EBADF for a closed or negative fd."""
+        return cls(fds.copy(fd))
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def window(self, offset: int, length: int) -> tuple[tuple[int, int], int]:
+        owner = (os.getpid(), start_time(os.getpid()))
+        if not self.pinnable:
+            return owner, 0
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
+        addr = _libc.mmap(None, length, prot, mmap.MAP_SHARED, self.fd, offset)
+        if addr is None or addr == _MAP_FAILED:
+            return owner, 0
+        self._maps[int(addr)] = length
+        return owner, int(addr)
+
+    def unmap_window(self, vaddr: int, length: int) -> None:
+        if self._maps.pop(vaddr, None) is not None:
+            _libc.munmap(vaddr, length)
+
+    def close(self) -> None:
+        for vaddr, length in list(self._maps.items()):
+            self.unmap_window(vaddr, length)
+        os.close(self.fd)
 
 IOV_MAX = 1024
 """Most iovecs one process_vm_readv/writev call takes (UIO_MAXIOV)."""

@@ -748,3 +748,45 @@ def test_file_references_pins_and_dirty_bits_follow_the_areas(ops: list[tuple[st
                                                      0x100000 + run * slot_size) and run < 4:
         run += 1
     assert set(bits(raw)) == {s for s in written if s < run}
+
+
+# ----------------------------------------------------------------------------- the real fget
+
+def test_process_file_is_the_memfd_and_its_window_reaches_the_pages() -> None:
+    """client.ProcessFile on a memfd of this very process: what MAP_FILE checks, and a device
+    write through the window (process_vm_writev to the daemon itself) lands in the file."""
+    import os
+
+    from ioasidfs.client import ProcessFds, ProcessFile, process_vm_transfer
+
+    fd = os.memfd_create("ioasidfs-test", os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, 4 * PAGE)
+        file = ProcessFile.take(ProcessFds(os.getpid()), fd)
+        assert file.writable and file.pinnable and not file.write_sealed
+        assert file.size() == 4 * PAGE
+        owner, base = file.window(PAGE, 2 * PAGE)
+        assert owner[0] == os.getpid() and base
+        assert process_vm_transfer(os.getpid(), b"dma!", [(base + 8, 4)], write=True) == 4
+        assert os.pread(fd, 4, PAGE + 8) == b"dma!"
+        file.unmap_window(base, 2 * PAGE)
+        file.close()
+        import fcntl
+        fcntl.fcntl(fd, 1033, 0x0008)  # F_ADD_SEALS(F_SEAL_WRITE)
+        sealed = ProcessFile.take(ProcessFds(os.getpid()), fd)
+        assert sealed.write_sealed
+        sealed.close()
+    finally:
+        os.close(fd)
+    r, w = os.pipe()
+    try:
+        pipe = ProcessFile.take(ProcessFds(os.getpid()), r)
+        assert not pipe.pinnable and not pipe.writable
+        assert pipe.window(0, PAGE)[1] == 0
+        pipe.close()
+    finally:
+        os.close(r)
+        os.close(w)
+    with pytest.raises(KernelError) as e:
+        ProcessFile.take(ProcessFds(os.getpid()), -1)
+    assert e.value.errno == errno.EBADF
