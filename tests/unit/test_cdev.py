@@ -422,3 +422,30 @@ def test_closing_in_either_order_leaves_nothing_behind(buf: Buffer, device_first
     again = w.open(FileKind.CDEV, EDU)
     assert w.bind(again, w.open(FileKind.IOMMUFD)) == 1
     assert isinstance(again, CdevFile)
+
+
+def test_attach_to_a_hwpt_from_hwpt_alloc_which_outlives_the_attachment(buf: Buffer) -> None:
+    """A manual HWPT (IOMMU_HWPT_ALLOC) is attached as is, held while attached, never picked as
+    an automatic domain, and not destroyed when its device leaves (unlike an automatic one)."""
+    w = World()
+    cdev, iommufd = bound(w)
+    ioas = w.ioas(iommufd)
+    w.map(iommufd, ioas, IOVA, buf.addr, 2 * PG)
+    data = I.HWPT_ALLOC.pack(size=I.HWPT_ALLOC.size, flags=0, dev_id=1, pt_id=ioas, out_hwpt_id=0,
+                             reserved=0, data_type=0, data_len=0, data_uptr=0, fault_id=0,
+                             reserved2=0)
+    assert w.call(iommufd, I.IOMMU_HWPT_ALLOC, data) == 0
+    manual = w.out(16)
+    assert manual == 3
+    assert w.attach(cdev, manual) == manual
+    dma_write(w.engine.device_dma_space(EDU), IOVA, b"manual", device=EDU)
+    assert buf.map[:6] == b"manual"
+    assert w.destroy(iommufd, manual) == -errno.EBUSY
+    # Replacing by the IOAS makes an automatic HWPT: the manual one is not a candidate.
+    auto = w.attach(cdev, ioas)
+    assert auto == 4
+    assert w.destroy(iommufd, manual) == 0  # left alone by the replace, and free now
+    assert w.attach(cdev, ioas) == auto
+    assert w.call(cdev, V.VFIO_DEVICE_DETACH_IOMMUFD_PT, struct.pack("<II", 8, 0)) == 0
+    assert w.destroy(iommufd, auto) == -errno.ENOENT
+    assert w.destroy(iommufd, ioas) == 0
