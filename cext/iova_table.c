@@ -611,47 +611,7 @@ int iova_table_lookup(iova_table *t, uint64_t iova, struct iova_hit *hit)
  * for every path, so all lanes take them unconditionally; the last level is partial. */
 #define LANES 8
 
-static uint64_t count_batch(const iova_table *t, const uint64_t *x)
-{
-    const uint64_t *key = t->ey_key;
-    size_t n = t->count, k[LANES];
-    unsigned depth = 63u - (unsigned)__builtin_clzll((unsigned long long)n);
-    uint64_t found = 0;
-    for (int j = 0; j < LANES; j++)
-        k[j] = 1;
-    for (unsigned d = 0; d < depth; d++) {
-        for (int j = 0; j < LANES; j++) {
-            __builtin_prefetch(key + 8 * k[j]);
-            k[j] = 2 * k[j] + (key[k[j]] <= x[j]);
-        }
-    }
-    for (int j = 0; j < LANES; j++) {
-        size_t kk = k[j];
-        if (kk <= n)
-            kk = 2 * kk + (key[kk] <= x[j]);
-        kk >>= __builtin_ctzll(kk) + 1;
-        found += kk != 0 && t->ey_last[kk] >= x[j];
-    }
-    return found;
-}
-
-uint64_t iova_table_count_mapped(iova_table *t, const uint64_t *iovas, size_t n)
-{
-    uint64_t found = 0;
-    size_t i = 0;
-    pthread_mutex_lock(&t->lock);
-    if (!t->ix_valid && t->count && t->lookups_since_change + n >= 64 + t->count / 4)
-        index_build(t);
-    if (t->ix_valid && t->count)
-        for (; i + LANES <= n; i += LANES)
-            found += count_batch(t, iovas + i);
-    for (; i < n; i++)
-        found += locate(t, iovas[i]) != NULL;
-    pthread_mutex_unlock(&t->lock);
-    return found;
-}
-
-/* count_batch's descents, keeping each lane's answer: the entry node, or NULL. */
+/* The entries containing x[0..LANES-1] (NULL where none), by interleaved descents. */
 static void lookup_batch(const iova_table *t, const uint64_t *x, struct node **hit)
 {
     const uint64_t *key = t->ey_key;
@@ -672,6 +632,26 @@ static void lookup_batch(const iova_table *t, const uint64_t *x, struct node **h
         kk >>= __builtin_ctzll(kk) + 1;
         hit[j] = kk != 0 && t->ey_last[kk] >= x[j] ? t->ey_node[kk] : NULL;
     }
+}
+
+uint64_t iova_table_count_mapped(iova_table *t, const uint64_t *iovas, size_t n)
+{
+    uint64_t found = 0;
+    size_t i = 0;
+    pthread_mutex_lock(&t->lock);
+    if (!t->ix_valid && t->count && t->lookups_since_change + n >= 64 + t->count / 4)
+        index_build(t);
+    struct node *hit[LANES];
+    if (t->ix_valid && t->count)
+        for (; i + LANES <= n; i += LANES) {
+            lookup_batch(t, iovas + i, hit);
+            for (int j = 0; j < LANES; j++)
+                found += hit[j] != NULL;
+        }
+    for (; i < n; i++)
+        found += locate(t, iovas[i]) != NULL;
+    pthread_mutex_unlock(&t->lock);
+    return found;
 }
 
 static uint64_t put_hit(const struct node *e, uint64_t x, size_t i, uint64_t *owners,

@@ -26,35 +26,14 @@
 
 #include "probe.h"
 #include "labels.h"
+#include "edu_vfio.h"
 
 #define PG 4096UL
-#define BAR0 ((off_t)VFIO_PCI_BAR0_REGION_INDEX << 40)
-#define CONFIG ((off_t)VFIO_PCI_CONFIG_REGION_INDEX << 40)
 #define IOVA_A 0x100000UL	/* 16 pages */
 #define IOVA_B 0x110000UL	/* 8 pages, right after A: bit 16 of a bitmap based at A */
 #define EDU_BUF 0x40000UL	/* the device's own 4 KiB buffer */
 
-static int container, dev, efd;
-
-static void die(const char *what)
-{
-	printf("%s failed: %s\n", what, errname(errno));
-	exit(1);
-}
-
-static uint32_t rd(unsigned off)
-{
-	uint32_t v;
-	if (pread(dev, &v, 4, BAR0 + off) != 4)
-		die("pread BAR0");
-	return v;
-}
-
-static void wr(unsigned off, uint32_t v)
-{
-	if (pwrite(dev, &v, 4, BAR0 + off) != 4)
-		die("pwrite BAR0");
-}
+static int efd;
 
 /* One edu DMA; the device signals completion with an MSI. Returns the interrupts seen. */
 static int dma(uint64_t src, uint64_t dst, uint32_t count, int to_ram)
@@ -81,7 +60,7 @@ static void to_ram(const char *what, uint64_t iova, uint32_t count)
 static void dirty(const char *label, uint32_t flags)
 {
 	struct vfio_iommu_type1_dirty_bitmap d = { .argsz = sizeof d, .flags = flags };
-	int ret = ioctl(container, VFIO_IOMMU_DIRTY_PAGES, &d);
+	int ret = ioctl(edu.container, VFIO_IOMMU_DIRTY_PAGES, &d);
 	report(label, ret, errno);
 }
 
@@ -103,7 +82,7 @@ static void get_bitmap(const char *what, uint64_t iova, uint64_t size, uint64_t 
 	get->bitmap.size = sizeof words;
 	get->bitmap.data = (void *)words;
 	snprintf(label, sizeof label, "GET_BITMAP %s", what);
-	int ret = ioctl(container, VFIO_IOMMU_DIRTY_PAGES, buf);
+	int ret = ioctl(edu.container, VFIO_IOMMU_DIRTY_PAGES, buf);
 	if (report(label, ret, errno) == 0) {
 		snprintf(label, sizeof label, "GET_BITMAP %s: words", what);
 		note(label, "0x%016llx 0x%016llx", (unsigned long long)words[0],
@@ -127,7 +106,7 @@ static void unmap_bitmap(const char *what, uint64_t iova, uint64_t size)
 	bm->size = sizeof words;
 	bm->data = (void *)words;
 	snprintf(label, sizeof label, "UNMAP+GET_DIRTY_BITMAP %s", what);
-	int ret = ioctl(container, VFIO_IOMMU_UNMAP_DMA, buf);
+	int ret = ioctl(edu.container, VFIO_IOMMU_UNMAP_DMA, buf);
 	if (report(label, ret, errno) == 0) {
 		snprintf(label, sizeof label, "UNMAP+GET_DIRTY_BITMAP %s: size, words", what);
 		note(label, "%#llx 0x%016llx 0x%016llx", (unsigned long long)u->size,
@@ -144,7 +123,7 @@ static void map(uint64_t iova, void *vaddr, uint64_t size)
 	char label[64];
 	snprintf(label, sizeof label, "MAP_DMA %#llx+%#llx", (unsigned long long)iova,
 		 (unsigned long long)size);
-	int ret = ioctl(container, VFIO_IOMMU_MAP_DMA, &m);
+	int ret = ioctl(edu.container, VFIO_IOMMU_MAP_DMA, &m);
 	if (report(label, ret, errno) < 0)
 		exit(1);
 }
@@ -152,22 +131,7 @@ static void map(uint64_t iova, void *vaddr, uint64_t size)
 int main(int argc, char **argv)
 {
 	const char *bdf = argc > 1 ? argv[1] : "0000:00:01.0";
-	char path[256], link[256];
-
-	snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/iommu_group", bdf);
-	ssize_t n = readlink(path, link, sizeof link - 1);
-	if (n < 0)
-		die(path);
-	link[n] = 0;
-	container = open("/dev/vfio/vfio", O_RDWR);
-	snprintf(path, sizeof path, "/dev/vfio/%s", basename(link));
-	int group = open(path, O_RDWR);
-	if (container < 0 || group < 0)
-		die("open");
-	if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) ||
-	    ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
-		die("container");
-
+	edu_open(bdf);
 	uint8_t *a = mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint8_t *b = mmap(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (a == MAP_FAILED || b == MAP_FAILED)
@@ -175,19 +139,15 @@ int main(int argc, char **argv)
 	map(IOVA_A, a, 16 * PG);
 	map(IOVA_B, b, 8 * PG);
 
-	dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
-	if (dev < 0)
-		die("VFIO_GROUP_GET_DEVICE_FD");
-	uint16_t cmd = 0x0106;	/* memory decode + bus master */
-	if (pwrite(dev, &cmd, 2, CONFIG + 4) != 2)
-		die("command register");
+	edu_get_device(bdf);
+	set_command(0x0106);	/* memory decode + bus master */
 	efd = eventfd(0, 0);
 	char irqbuf[sizeof(struct vfio_irq_set) + sizeof(int)];
 	struct vfio_irq_set *irq = (struct vfio_irq_set *)irqbuf;
 	*irq = (struct vfio_irq_set){ .argsz = sizeof irqbuf, .index = VFIO_PCI_MSI_IRQ_INDEX,
 		.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, .count = 1 };
 	memcpy(irq->data, &efd, sizeof efd);
-	if (ioctl(dev, VFIO_DEVICE_SET_IRQS, irq))
+	if (ioctl(edu.dev, VFIO_DEVICE_SET_IRQS, irq))
 		die("VFIO_DEVICE_SET_IRQS");
 
 	/* Writes before tracking starts are not reported. */
@@ -227,9 +187,7 @@ int main(int argc, char **argv)
 	unmap_bitmap("A", IOVA_A, 16 * PG);
 	dirty("DIRTY_PAGES(STOP)", VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP);
 
-	close(dev);
-	close(group);
-	close(container);
+	edu_close();
 	note("done", "ok");
 	return 0;
 }
