@@ -225,7 +225,9 @@ class Caller:
     uid: Callable[[], int] = field(default=lambda: 0)
     eventfd: Callable[[int], EventSignal] = field(default=lambda fd: _no_eventfds(fd))
     file: Callable[[int], CallerFile] = field(default=lambda fd: _no_files(fd))
-    has_capability: Callable[[int], bool] = field(default=lambda cap: True)
+    # No capability unless the daemon says so: a default that granted CAP_SYS_RESOURCE would
+    # let any caller switch RLIMIT_MODE.
+    has_capability: Callable[[int], bool] = field(default=lambda cap: False)
 
     def process(self) -> int:
         """The caller's thread group (process) id: what the kernel calls current->mm's owner."""
