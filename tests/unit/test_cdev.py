@@ -449,3 +449,29 @@ def test_attach_to_a_hwpt_from_hwpt_alloc_which_outlives_the_attachment(buf: Buf
     assert w.call(cdev, V.VFIO_DEVICE_DETACH_IOMMUFD_PT, struct.pack("<II", 8, 0)) == 0
     assert w.destroy(iommufd, auto) == -errno.ENOENT
     assert w.destroy(iommufd, ioas) == 0
+
+
+def test_edu_writes_through_a_cdev_attached_dirty_tracking_hwpt_show_in_its_bitmap(buf: Buffer) -> None:
+    """The cdev path feeds the other HWPT features: a device attached through its cdev to a
+    DIRTY_TRACKING HWPT marks the pages it writes (on an IOMMU with second-level A/D bits)."""
+    from ioasidfs.engine.iommufd import VtdIommu
+
+    w = World()
+    cdev, iommufd = bound(w)
+    iommufd.context.vtd = VtdIommu.with_dirty_tracking(39)  # type: ignore[attr-defined]
+    ioas = w.ioas(iommufd)
+    w.map(iommufd, ioas, IOVA, buf.addr, 4 * PG)
+    data = I.HWPT_ALLOC.pack(size=I.HWPT_ALLOC.size, flags=I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+                             dev_id=1, pt_id=ioas, out_hwpt_id=0, reserved=0, data_type=0,
+                             data_len=0, data_uptr=0, fault_id=0, reserved2=0)
+    assert w.call(iommufd, I.IOMMU_HWPT_ALLOC, data) == 0
+    hwpt = w.out(16)
+    assert w.attach(cdev, hwpt) == hwpt
+    assert w.call(iommufd, I.IOMMU_HWPT_SET_DIRTY_TRACKING, I.HWPT_SET_DIRTY_TRACKING.pack(
+        size=16, flags=I.IOMMU_HWPT_DIRTY_TRACKING_ENABLE, hwpt_id=hwpt, reserved=0)) == 0
+    dma_write(w.engine.device_dma_space(EDU), IOVA + 2 * PG + 5, b"dirty", device=EDU)
+    bitmap = ctypes.create_string_buffer(8)
+    assert w.call(iommufd, I.IOMMU_HWPT_GET_DIRTY_BITMAP, I.HWPT_GET_DIRTY_BITMAP.pack(
+        size=48, hwpt_id=hwpt, flags=0, reserved=0, iova=IOVA, length=4 * PG, page_size=PG,
+        data=ctypes.addressof(bitmap))) == 0
+    assert bitmap.raw[0] == 0b100  # the third page, and only it
