@@ -643,11 +643,8 @@ class IommufdContext:
         iova, length = int_field(fields, "iova"), int_field(fields, "length")
         if iova >= U64_MAX or length >= U64_MAX:
             raise KernelError(errno.EOVERFLOW, "IOAS_MAP: iova or length is 2^64-1")
-        if not flags & (I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE):
-            raise KernelError(errno.EINVAL, "IOAS_MAP: neither READABLE nor WRITEABLE")
+        prot = _map_prot(flags)
         ioas = self.get_ioas(int_field(fields, "ioas_id"))
-        prot = (IOMMU_READ if flags & I.IOMMU_IOAS_MAP_READABLE else 0) | (
-            IOMMU_WRITE if flags & I.IOMMU_IOAS_MAP_WRITEABLE else 0)
         fixed = bool(flags & I.IOMMU_IOAS_MAP_FIXED_IOVA)
         iova = ioas.map_user(caller, iova if fixed else None, int_field(fields, "user_va"), length, prot,
                              account_mm=self.account_mm)

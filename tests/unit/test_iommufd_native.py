@@ -790,3 +790,12 @@ def test_process_file_is_the_memfd_and_its_window_reaches_the_pages() -> None:
     with pytest.raises(KernelError) as e:
         ProcessFile.take(ProcessFds(os.getpid()), -1)
     assert e.value.errno == errno.EBADF
+
+
+def test_vtd_registers_follow_the_address_width() -> None:
+    """QEMU's vtd_cap_init: MGAW = aw-1, SAGAW 39-bit (3-level) and, from 48 bits, 4-level."""
+    for width, sagaw in ((39, 0x2), (48, 0x6)):
+        vtd = VtdIommu.qemu(width)
+        assert (vtd.cap_reg >> 16) & 0x3F == width - 1 and (vtd.cap_reg >> 8) & 0x1F == sagaw
+        assert not vtd.dirty_tracking and not vtd.nesting and not vtd.scalable_mode
+    assert VtdIommu.with_dirty_tracking(39).dirty_tracking
