@@ -1,7 +1,7 @@
 """Command line: ``ioasidfs mount | run | cuse | umount``.
 
     ioasidfs mount [--config FILE] [--trace FILE] MOUNTPOINT      foreground daemon; Ctrl-C unmounts
-    ioasidfs run   [--config FILE] [--trace FILE] -- PROGRAM [ARGS...]
+    ioasidfs run   [--config FILE] [--trace FILE] [--transport fuse|cuse [--prefix NAME]] -- PROGRAM [ARGS...]
     ioasidfs cuse  [--config FILE] [--trace FILE] [--prefix NAME] the nodes as CUSE char devices in /dev
     ioasidfs umount [--abort] MOUNTPOINT                           clean up a mount left by a killed daemon
 
@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run PROGRAM with the fake tree as its /dev/vfio, /dev/ioasid, /dev/iommu")
     daemon_options(run)
+    run.add_argument("--transport", choices=("fuse", "cuse"), default="fuse",
+                     help="fuse (default): the nodes are FUSE files bound into PROGRAM's /dev; "
+                          "cuse: real character devices in /dev, one CUSE device per node (root, "
+                          "a kernel with CUSE)")
+    run.add_argument("--prefix", metavar="NAME",
+                     help="with --transport cuse: create the nodes under /dev/NAME/ (e.g. when a "
+                          "real VFIO driver owns /dev/vfio); PROGRAM still finds them at /dev/vfio")
     run.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
 
     cuse = sub.add_parser("cuse", help="serve every node as a real character device in /dev "
@@ -66,7 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .daemon import unmount_command
         return unmount_command(args.mountpoint, args.abort)
 
-    if args.command == "cuse":
+    cuse = args.command == "cuse" or (args.command == "run" and args.transport == "cuse")
+    if args.command == "run" and args.prefix is not None and not cuse:
+        print("ioasidfs run: --prefix needs --transport cuse (over FUSE nothing is created in "
+              "/dev)", file=sys.stderr)
+        return 2
+    if cuse:
         # Before the daemon exists: a kernel without CUSE gets one line, nothing else.
         from .cuse import preflight
         problem = preflight(args.prefix)
@@ -103,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ioasidfs run: missing PROGRAM (usage: ioasidfs run [OPTIONS] -- PROGRAM [ARGS...])",
               file=sys.stderr)
         return 2
+    if args.transport == "cuse":
+        from .launcher import run_program_cuse
+        return run_program_cuse(daemon, program, args.prefix)
     from .launcher import run_program
     return run_program(daemon, program)
 

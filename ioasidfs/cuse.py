@@ -20,7 +20,7 @@ import stat
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
@@ -89,8 +89,8 @@ def ensure_cuse() -> None:
         pass
     if not os.path.exists(CUSE_DEVICE):
         raise CuseUnavailable(f"this kernel has no CUSE ({CUSE_DEVICE} is missing and "
-                              "`modprobe cuse` did not load it); use `ioasidfs mount` or "
-                              "`ioasidfs run` (FUSE) instead")
+                              "`modprobe cuse` did not load it); use `ioasidfs mount`, or `ioasidfs run` "
+                              "without --transport cuse (FUSE) instead")
 
 
 def conflicts(devices: list[CuseDevice]) -> list[str]:
@@ -128,6 +128,65 @@ def preflight(prefix: str | None) -> str | None:
     return None
 
 
+def open_connections(daemon: Daemon, devices: list[CuseDevice]) -> str | None:
+    """Open one /dev/cuse connection and make one session per device; an error message (the
+    connections opened so far stay in ``devices`` for :func:`close_connections`) or None."""
+    for device in devices:
+        try:
+            device.fd = os.open(CUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            return (f"ioasidfs: cannot open {CUSE_DEVICE}: {e.strerror}"
+                    f"{' (needs root)' if e.errno in (errno.EACCES, errno.EPERM) else ''}")
+        # Unrestricted: in restricted mode the kernel copies a sized command's argument
+        # before asking us, so a bad pointer is EFAULT where the kernel's VFIO nodes answer
+        # EINVAL or ENOTTY without touching it. Unrestricted, every ioctl comes with the
+        # raw pointer only and is answered through process_vm_*, as over FUSE.
+        device.session = CuseSession(daemon.fs, device_ino=device.node.ino,
+                                     devname=device.devname, unrestricted_ioctl=True)
+    daemon.fs.serving_cuse(d.node.ino for d in devices)
+    return None
+
+
+def close_connections(devices: list[CuseDevice]) -> None:
+    """Close every connection: the kernel unregisters each device and its node goes away."""
+    for device in devices:
+        if device.fd >= 0:
+            os.close(device.fd)
+            device.fd = -1
+
+
+async def bring_up(daemon: Daemon, devices: list[CuseDevice], nursery: trio.Nursery,
+                   dropped: Callable[[CuseDevice], None]) -> str | None:
+    """Serve every connection in ``nursery``, wait until the kernel has made every node,
+    check each is ours and give it its driver's mode and owner. An error message, or None.
+
+    ``dropped(device)`` is called if the kernel ends a connection we did not close (a name
+    another CUSE server registered first, or an aborted connection)."""
+    for device in devices:
+        nursery.start_soon(_serve_one, daemon, device, dropped)
+    problem = await _wait_until_created(devices)
+    if problem is not None:
+        return problem
+    daemon.fs.cuse_devices_created({d.rdev for d in devices if d.rdev is not None},
+                                   {os.stat(d.path).st_dev for d in devices})
+    for device in devices:
+        os.chmod(device.path, stat.S_IMODE(device.node.mode))
+        os.chown(device.path, device.node.uid, device.node.gid)
+    return None
+
+
+def dropped_message(device: CuseDevice) -> str:
+    return (f"ioasidfs: the kernel dropped CUSE device {device.path}"
+            f"{'' if device.rdev else ' (its name is taken? try --prefix NAME)'}")
+
+
+async def _serve_one(daemon: Daemon, device: CuseDevice,
+                     dropped: Callable[[CuseDevice], None]) -> None:
+    assert device.session is not None
+    await io.serve(device.fd, device.session, daemon.engine_lock)
+    dropped(device)  # ENODEV without our closing it (cancellation never gets here)
+
+
 def cuse_command(daemon: Daemon, prefix: str | None) -> int:
     """``ioasidfs cuse``: serve every node as a CUSE device until SIGINT/SIGTERM/SIGHUP."""
     problem = preflight(prefix)
@@ -140,71 +199,41 @@ def cuse_command(daemon: Daemon, prefix: str | None) -> int:
         print(conflict_message(taken), file=sys.stderr)
         return 1
     try:
-        for device in devices:
-            try:
-                device.fd = os.open(CUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC)
-            except OSError as e:
-                print(f"ioasidfs: cannot open {CUSE_DEVICE}: {e.strerror}"
-                      f"{' (needs root)' if e.errno in (errno.EACCES, errno.EPERM) else ''}",
-                      file=sys.stderr)
-                return 1
-            # Unrestricted: in restricted mode the kernel copies a sized command's argument
-            # before asking us, so a bad pointer is EFAULT where the kernel's VFIO nodes answer
-            # EINVAL or ENOTTY without touching it. Unrestricted, every ioctl comes with the
-            # raw pointer only and is answered through process_vm_*, as over FUSE.
-            device.session = CuseSession(daemon.fs, device_ino=device.node.ino,
-                                         devname=device.devname, unrestricted_ioctl=True)
-        daemon.fs.serving_cuse()
+        problem = open_connections(daemon, devices)
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 1
         return trio.run(_serve, daemon, devices)
     finally:
-        for device in devices:
-            if device.fd >= 0:
-                os.close(device.fd)  # the kernel unregisters the device: its node goes away
+        close_connections(devices)
         if daemon.tracer is not None:
             daemon.tracer.close()
 
 
 async def _serve(daemon: Daemon, devices: list[CuseDevice]) -> int:
     status = 0
-    stopping = False
     # The signal receiver must outlive the nursery: once the nodes exist, the main task waits
     # at the nursery's end, and a signal then must still stop us cleanly.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            async def serve_one(device: CuseDevice) -> None:
+            def dropped(device: CuseDevice) -> None:
                 nonlocal status
-                assert device.session is not None
-                await io.serve(device.fd, device.session, daemon.engine_lock)
-                if not stopping:
-                    # ENODEV before we were told to stop: the kernel refused the device (a
-                    # name already registered by another CUSE server) or aborted it.
-                    print(f"ioasidfs: the kernel dropped CUSE device {device.path}"
-                          f"{'' if device.rdev else ' (its name is taken? try --prefix NAME)'}",
-                          file=sys.stderr)
-                    status = 1
-                    nursery.cancel_scope.cancel()
+                print(dropped_message(device), file=sys.stderr)
+                status = 1
+                nursery.cancel_scope.cancel()
 
             async def stop_on_signal() -> None:
-                nonlocal stopping
                 async for signum in signals:
                     log.info("%s: removing the CUSE devices", signal.Signals(signum).name)
-                    stopping = True
                     nursery.cancel_scope.cancel()
                     return
 
             nursery.start_soon(stop_on_signal)
-            for device in devices:
-                nursery.start_soon(serve_one, device)
-            problem = await _wait_until_created(devices)
+            problem = await bring_up(daemon, devices, nursery, dropped)
             if problem is not None:
                 print(problem, file=sys.stderr)
-                status = 1
                 nursery.cancel_scope.cancel()
-                return status
-            daemon.fs.serving_cuse({d.rdev for d in devices if d.rdev is not None})
-            for device in devices:
-                os.chmod(device.path, stat.S_IMODE(device.node.mode))
-                os.chown(device.path, device.node.uid, device.node.gid)
+                return 1
             print(f"ioasidfs: serving {', '.join(d.path for d in devices)} over CUSE "
                   "(Ctrl-C or SIGTERM removes them)", file=sys.stderr, flush=True)
     return status

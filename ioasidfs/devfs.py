@@ -17,9 +17,14 @@ a release drops the file. It also owns the two things only a filesystem can know
   we look for an fd of the holder's node in /proc (fdinfo: inode and mount id; reading it never
   calls back into FUSE).
 
-Over CUSE (``ioasidfs cuse``) the nodes are character devices: our files are recognised by their
-device number (fstat of a char device never calls into CUSE), and RELEASE is synchronous (sent
-before close() returns), so a file whose RELEASE has not come is still held.
+Over CUSE (``ioasidfs cuse``, ``ioasidfs run --transport cuse``) the nodes are character devices:
+our files are recognised by their device number (fstat of a char device never calls into CUSE),
+and RELEASE is synchronous (sent before close() returns), so a file whose RELEASE has not come is
+still held. ``run --transport cuse`` serves both transports from this one filesystem: the /dev
+nodes over CUSE, and over a private FUSE mount the fake sysfs and the device fds (``devfds/``:
+CUSE ignores the file position of read()/write(), and regions live at ``index << 40``). Which
+rule applies is decided per file: a file of our FUSE mount is known by its mount id, one of our
+CUSE devices by its rdev, and only the nodes served over CUSE have a synchronous RELEASE.
 """
 from __future__ import annotations
 
@@ -79,7 +84,11 @@ class DevFs:
         self._token = int.from_bytes(os.urandom(8), "little")
         self._identifying: set[int] = set()
         self._fuse_device: tuple[int, int] | None = None  # (major, minor) of our connection
-        self._cuse_rdevs: frozenset[int] | None = None  # our CUSE devices' numbers (CUSE only)
+        # CUSE: the inodes served as CUSE devices, their device numbers, and the st_dev of the
+        # filesystem(s) the kernel made their nodes on (devtmpfs).
+        self._cuse_inodes: frozenset[int] = frozenset()
+        self._cuse_rdevs: frozenset[int] = frozenset()
+        self._cuse_filesystems: frozenset[int] = frozenset()
         self._started = int(time.time())
         # Trapped ioctls: what the VFS would say about /dev's filesystem (set by ``ioasidfs
         # run``), and the new files waiting to be opened by one of our threads (by thread id).
@@ -99,9 +108,18 @@ class DevFs:
         if mount_id is not None:
             self._own_mount_ids.add(mount_id)
 
-    def serving_cuse(self, rdevs: Iterable[int] = ()) -> None:
-        """We serve CUSE devices (``ioasidfs cuse``), whose device numbers are ``rdevs``."""
+    def serving_cuse(self, inodes: Iterable[int]) -> None:
+        """The nodes ``inodes`` are served as CUSE devices: their RELEASE is synchronous, so an
+        open file of theirs whose RELEASE has not come is still held (no /proc scan). Called
+        before the kernel sends the first request."""
+        self._cuse_inodes = frozenset(inodes)
+
+    def cuse_devices_created(self, rdevs: Iterable[int], filesystems: Iterable[int]) -> None:
+        """The kernel made our CUSE devices: their device numbers ``rdevs`` (what identifies a
+        file as ours), on the filesystems ``filesystems`` (st_dev of their nodes: which mounts
+        may hold one, for the supervisor's cheap first look)."""
         self._cuse_rdevs = frozenset(rdevs)
+        self._cuse_filesystems = frozenset(filesystems)
 
     # ------------------------------------------------------------------ metadata
     def _node(self, ino: int) -> Node:
@@ -218,8 +236,20 @@ class DevFs:
         self._next_fh += 1
         self.opens[fh] = _Open(file, node)
         # direct_io: every read/write reaches us, at any offset (device regions live at
-        # index << 40). noflush: closing the copies we make of client fds sends nothing.
-        return OpenReply(fh, direct_io=True, noflush=True)
+        # index << 40). noflush: closing the copies we make of client fds sends nothing,
+        # except for a device fd beside CUSE nodes (see flush()).
+        return OpenReply(fh, direct_io=True, noflush=not self._flush_on_close(node))
+
+    def _flush_on_close(self, node: Node) -> bool:
+        """Whether close() of this node's files must reach us (FLUSH, which close() waits for):
+        for a device fd of ``run --transport cuse`` (a FUSE file beside CUSE nodes).
+
+        The kernel releases a device fd before close() returns, and what the program does
+        next on its other fds (CHECK_EXTENSION on the iommufd, UNSET_CONTAINER) sees it gone.
+        FUSE's RELEASE is asynchronous; over FUSE alone it still comes first, queued on the
+        one connection ahead of the program's next request. Beside CUSE the next request
+        comes on another connection and may overtake it, so we look at FLUSH instead."""
+        return node.kind is FileKind.DEVICE and bool(self._cuse_inodes)
 
     def _open(self, fh: int) -> _Open:
         entry = self.opens.get(fh)
@@ -234,7 +264,14 @@ class DevFs:
         return self._open(fh).file.write(self.caller(ctx), offset, data)
 
     def flush(self, ctx: RequestContext, ino: int, fh: int) -> None:
-        pass
+        """A close() of a device fd beside CUSE nodes (:meth:`_flush_on_close`): if that was the
+        last fd of the file anywhere (the closed one has already left its fd table), release
+        it now, as the kernel would have; the RELEASE that follows finds nothing to do."""
+        entry = self.opens.get(fh)
+        if entry is None or not self._flush_on_close(entry.node) or self._still_open(entry.file):
+            return
+        del self.opens[fh]
+        self.engine.release(entry.file)
 
     def release(self, ctx: RequestContext, ino: int, fh: int) -> None:
         entry = self.opens.pop(fh, None)
@@ -325,10 +362,22 @@ class DevFs:
         or a thread: most trapped calls (FIONREAD on a socket...) are on foreign fds and must
         stay cheap. Reading fdinfo never calls into FUSE, so this is safe on the reader thread.
         A closed fd is "not ours": the real syscall then fails EBADF, as it should.
+
+        A file of our FUSE mount is known by its mount id. A CUSE node may be ours when its
+        mount is of the filesystem the kernel made our nodes on (the mount table says, no
+        stat()); the worker then compares rdevs. A mount our namespace does not list (the
+        program made a namespace of its own) counts as not ours.
         """
         info = _read_fdinfo(pid, fd)
-        return info is not None and self._fuse_device is not None and \
-            _fdinfo_field(info, b"mnt_id:") in self._mount_ids()
+        if info is None:
+            return False
+        mount_id = _fdinfo_field(info, b"mnt_id:")
+        if self._fuse_device is not None and mount_id in self._mount_ids():
+            return True
+        if self._cuse_filesystems and mount_id is not None:
+            device = _mounts().get(mount_id)
+            return device is not None and os.makedev(*device) in self._cuse_filesystems
+        return False
 
     def trapped_ioctl(self, pid: int, fd: int, cmd: int, arg: int) -> "int | StagedFile | None":
         """Answer ioctl(fd, cmd, arg) of thread ``pid``, trapped by seccomp (:mod:`ioasidfs.vfs`
@@ -347,6 +396,10 @@ class DevFs:
             return None
         file = entry.file
         trap = vfs.TRAPPED.get(cmd)
+        if trap is not None and trap.route is vfs.Route.VFS and entry.node.ino in self._cuse_inodes:
+            # A real character device: the kernel's VFS gives its own answer for it, the
+            # very one chardev_ioctl imitates for our FUSE files.
+            return None
 
         def run(caller: Caller) -> IoctlResult:
             if trap is not None and trap.route is vfs.Route.VFS:
@@ -490,7 +543,7 @@ class DevFs:
             token, fh = _IDENTIFY_REPLY.unpack(reply)
             return self.opens.get(fh) if token == self._token else None
         finally:
-            if self._cuse_rdevs:
+            if self._cuse_inodes:
                 # If the client closed its fd meanwhile, ours is the last reference, and CUSE
                 # sends RELEASE before close() returns: the reader would queue it behind the
                 # engine lock we hold. Close from a thread that holds nothing.
@@ -509,20 +562,22 @@ class DevFs:
 
         Not fstat(): that sends GETATTR for a FUSE file, a round trip we would rather not make
         while holding the engine lock. Over CUSE, fstat() of a char device stays in the VFS:
-        ours are the char devices with our device numbers.
+        ours are the char devices with our device numbers; it runs only for files that are not
+        of our FUSE mount (``run --transport cuse`` has both), so it never reaches our server.
         """
-        if self._cuse_rdevs is not None:
+        if self._fuse_device is not None:
+            info = _read_fdinfo("self", fd)
+            if info is not None and _fdinfo_field(info, b"mnt_id:") in self._mount_ids():
+                return True
+        if self._cuse_inodes:
             st = os.fstat(fd)
             return stat.S_ISCHR(st.st_mode) and st.st_rdev in self._cuse_rdevs
-        if self._fuse_device is None:
-            return False
-        info = _read_fdinfo("self", fd)
-        return info is not None and _fdinfo_field(info, b"mnt_id:") in self._mount_ids()
+        return False
 
     # ------------------------------------------------------------------ still open?
     def _still_open(self, file: OpenFile) -> bool:
         node = next((e.node for e in self.opens.values() if e.file is file), None)
-        if node is not None and self._cuse_rdevs is not None:
+        if node is not None and node.ino in self._cuse_inodes:
             return True  # CUSE's RELEASE is synchronous: not seen yet means still open
         if node is None or self._fuse_device is None:
             return False

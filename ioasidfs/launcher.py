@@ -16,6 +16,28 @@ a socketpair, closes every fd but 0, 1 and 2 (PROGRAM's first open gets fd 3) an
 Signals sent to us are forwarded to PROGRAM; those a terminal sends to its whole foreground
 process group (Ctrl-C) reach PROGRAM directly and are not sent a second time. We exit with its
 status, 128+N when signal N killed it; 127 if it cannot be found, 126 if it cannot be executed.
+
+``--transport cuse`` (:func:`run_program_cuse`): the /dev nodes are real character devices,
+one CUSE device per node (:mod:`ioasidfs.cuse`), made in the machine's /dev before PROGRAM
+starts and removed by the kernel when we exit (however we exit). The rest is the same: the
+namespace (for the fake sysfs over /sys), the early fork, the same seccomp filter and
+supervisor, the same engine, dispatch and trace. What differs and why:
+
+* /dev is not covered: the nodes are real. Only with ``--prefix NAME`` (a real VFIO driver owns
+  /dev/vfio) is a tmpfs stacked on /dev, as over FUSE, and /dev/NAME/vfio, ioasid and iommu are
+  bound onto /dev/vfio, /dev/ioasid and /dev/iommu in PROGRAM's namespace.
+* A private FUSE mount of the same tree still exists, mounted on a staging directory, bound
+  nowhere but over /sys (the fake sysfs), then detached: it carries the fake sysfs and the
+  device fds. A device fd is ``devfds/<bdf>`` of that mount, opened through a pinned handle
+  and installed by ADDFD exactly as over FUSE, not a CUSE device: CUSE ignores the file
+  position of read() and write() (``cuse_read_iter`` passes pos 0), and device regions live at
+  ``index << 40``; the kernel's device fd is an anonymous inode, not a /dev node, anyway.
+* The filter is the FUSE one, because device fds are FUSE files. On the CUSE nodes a trapped
+  command the VFS answers for a char device gets the real syscall (``DevFs.trapped_ioctl``);
+  mmap() is trapped for them too: CUSE has no ``.mmap`` (ENODEV), while device cdevs and
+  /dev/iommu answer EINVAL/EPERM/ENXIO.
+* CUSE needs root (``/dev/cuse`` is root's); ``cli`` refuses a kernel without CUSE with one
+  line and status 2 before anything starts.
 """
 from __future__ import annotations
 
@@ -34,9 +56,12 @@ from typing import NoReturn, Sequence
 import trio
 
 from . import seccomp, vfs
+from . import cuse
 from .daemon import Daemon
+from .fuse import io
 from .fuse.mount import mount_fuse
-from .namespace import bind_into_dev, bind_sysfs, enter_private_namespace, replace_dev
+from .namespace import (bind_into_dev, bind_sysfs, drop_staging, enter_private_namespace,
+                        private_staging, replace_dev)
 from .supervisor import supervise
 from .sysfs import BIND_TARGETS, SYSFS_DIR
 from .uapi.vfio import VFIO_GROUP_GET_DEVICE_FD, VFIO_TYPE
@@ -111,22 +136,115 @@ async def _serve_and_run(daemon: Daemon, fuse_fd: int, staging: str, child: "_Ch
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon.serve, fuse_fd)
             dirs, files = daemon.tree.top_level_split()
-            # The fake sysfs first: bind_into_dev drops the staging mount it is bound from.
+            # The fake sysfs and the devfds/ handle before the staging mount is dropped.
             await trio.to_thread.run_sync(functools.partial(bind_sysfs, staging, BIND_TARGETS,
                                                             sysfs_dir=SYSFS_DIR))
             # Device fds are opened through devfds/, which is not bound anywhere: keep a handle.
             await trio.to_thread.run_sync(daemon.fs.pin_device_fds_dir, staging)
             await trio.to_thread.run_sync(bind_into_dev, staging, dirs, files)
-            child.go()
-            listener = await child.receive_listener()
-            # The supervisor gets a scope of its own: when PROGRAM exits it is stopped first,
-            # and finishes the call it is answering while the FUSE reader still serves (that
-            # call may be waiting for one of our own FUSE requests).
-            async with trio.open_nursery() as supervising:
-                if listener is not None:
-                    supervising.start_soon(supervise, listener, daemon.fs, daemon.engine_lock)
-                status = await child.wait()
-                supervising.cancel_scope.cancel()
+            await trio.to_thread.run_sync(drop_staging, staging)
+            status = await _start_and_supervise(daemon, child)
+            nursery.cancel_scope.cancel()
+    finally:
+        forwarder.stop()
+    return status
+
+
+async def _start_and_supervise(daemon: Daemon, child: "_Child") -> int:
+    """/dev and /sys are in place: let PROGRAM start, answer its trapped calls until it exits,
+    and return its status."""
+    child.go()
+    listener = await child.receive_listener()
+    # The supervisor gets a scope of its own: when PROGRAM exits it is stopped first, and
+    # finishes the call it is answering while the readers still serve (that call may be
+    # waiting for one of our own FUSE or CUSE requests).
+    async with trio.open_nursery() as supervising:
+        if listener is not None:
+            supervising.start_soon(supervise, listener, daemon.fs, daemon.engine_lock)
+        status = await child.wait()
+        supervising.cancel_scope.cancel()
+    return status
+
+
+def run_program_cuse(daemon: Daemon, argv: Sequence[str], prefix: str | None) -> int:
+    """``ioasidfs run --transport cuse``: the nodes as CUSE devices in the machine's /dev (or
+    /dev/PREFIX, bound onto /dev in PROGRAM's namespace), then as :func:`run_program`.
+    ``cli`` has checked that the kernel has CUSE (:func:`cuse.preflight`)."""
+    program = find_program(argv[0])
+    if program is None:
+        print(f"ioasidfs: {argv[0]}: command not found", file=sys.stderr)
+        return 127
+    if os.geteuid() != 0:
+        print("ioasidfs: --transport cuse needs root (/dev/cuse is root's); without root use "
+              "the default FUSE transport", file=sys.stderr)
+        return 2
+    devices = cuse.devices_of(daemon, prefix)
+    taken = cuse.conflicts(devices)
+    if taken:
+        print(cuse.conflict_message(taken), file=sys.stderr)
+        return 1
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    started_in = os.readlink("/proc/self/ns/user")
+    enter_private_namespace()
+    # Read before a tmpfs may cover /dev (--prefix): FICLONE and friends on device fds.
+    dev_filesystem = vfs.DevFilesystem.probe("/dev", user_ns=started_in)
+    child = _Child.fork(program, list(argv), no_new_privs=False)
+    fds: list[int] = []
+    try:
+        problem = cuse.open_connections(daemon, devices)
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 1
+        return trio.run(_serve_cuse_and_run, daemon, devices, prefix, dev_filesystem, child, fds)
+    finally:
+        # Close the connections before reaping: a PROGRAM still waiting in one of our requests
+        # (we failed) then gets ENODEV instead of waiting forever for a dead server.
+        cuse.close_connections(devices)
+        for fd in fds:
+            os.close(fd)
+        child.reap()
+        if daemon.tracer is not None:
+            daemon.tracer.close()
+
+
+async def _serve_cuse_and_run(daemon: Daemon, devices: list[cuse.CuseDevice], prefix: str | None,
+                              dev_filesystem: vfs.DevFilesystem, child: "_Child",
+                              fds: list[int]) -> int:
+    forwarder = _SignalForwarder(child.pid)
+    forwarder.start()
+    status = 1
+    try:
+        async with trio.open_nursery() as nursery:
+            def dropped(device: cuse.CuseDevice) -> None:
+                # PROGRAM cannot work without the node; the child is killed on our way out.
+                print(cuse.dropped_message(device), file=sys.stderr)
+                nursery.cancel_scope.cancel()
+
+            problem = await cuse.bring_up(daemon, devices, nursery, dropped)
+            if problem is not None:
+                print(problem, file=sys.stderr)
+                nursery.cancel_scope.cancel()
+                return 1
+            dirs, files = daemon.tree.top_level_split()
+            if prefix is not None:
+                staging = await trio.to_thread.run_sync(replace_dev, daemon.tree.top_level_names())
+            else:
+                staging = private_staging()
+            daemon.fs.dev_filesystem = dev_filesystem.with_device(os.stat("/dev").st_dev)
+            # The tree over FUSE too, for the fake sysfs and the device fds (devfds/).
+            fuse_fd = mount_fuse(staging, use_fusermount=False)
+            fds.append(fuse_fd)
+            daemon.mounted_at(staging)
+            nursery.start_soon(io.serve, fuse_fd, daemon.session, daemon.engine_lock)
+            await trio.to_thread.run_sync(functools.partial(bind_sysfs, staging, BIND_TARGETS,
+                                                            sysfs_dir=SYSFS_DIR))
+            await trio.to_thread.run_sync(daemon.fs.pin_device_fds_dir, staging)
+            await trio.to_thread.run_sync(drop_staging, staging)
+            if prefix is not None:
+                # CUSE made the nodes under /dev/PREFIX; PROGRAM finds them at the kernel's paths.
+                await trio.to_thread.run_sync(bind_into_dev, f"/dev/{prefix}", dirs, files)
+            log.info("serving %s over CUSE for %s", ", ".join(d.path for d in devices), child.pid)
+            status = await _start_and_supervise(daemon, child)
             nursery.cancel_scope.cancel()
     finally:
         forwarder.stop()

@@ -61,21 +61,36 @@ def replace_dev(ours: tuple[str, ...]) -> str:
     return STAGING
 
 
-def bind_into_dev(staging: str, directories: tuple[str, ...], files: tuple[str, ...]) -> None:
-    """Bind ``staging/<name>`` onto ``/dev/<name>``, then drop the staging mount itself.
+def bind_into_dev(source: str, directories: tuple[str, ...], files: tuple[str, ...]) -> None:
+    """Bind ``source/<name>`` onto ``/dev/<name>`` (/dev must be our tmpfs: :func:`replace_dev`).
 
-    Runs while the FUSE server is already serving: binding a path inside ``staging`` looks it up,
-    and lookups wait for the server. Call it from a worker thread, never from the reader. The
-    binds keep the filesystem alive after the staging mount is detached.
+    ``source`` is the FUSE staging mount (``ioasidfs run``), or ``/dev/PREFIX`` where CUSE made
+    our nodes (``run --transport cuse --prefix PREFIX``). Over FUSE this runs while the server is
+    already serving: binding a path inside the mount looks it up, and lookups wait for the
+    server. Call it from a worker thread, never from the reader. The binds keep the filesystem
+    alive after the staging mount is detached (:func:`drop_staging`).
     """
     for name in directories:
         os.mkdir(os.path.join("/dev", name), 0o755)
-        sys_mount(os.path.join(staging, name), os.path.join("/dev", name), None, MS_BIND | MS_REC)
+        sys_mount(os.path.join(source, name), os.path.join("/dev", name), None, MS_BIND | MS_REC)
     for name in files:
         _touch(os.path.join("/dev", name))
-        sys_mount(os.path.join(staging, name), os.path.join("/dev", name), None, MS_BIND)
+        sys_mount(os.path.join(source, name), os.path.join("/dev", name), None, MS_BIND)
+
+
+def drop_staging(staging: str) -> None:
+    """Detach the staging mount and remove its directory, once everything the program needs
+    from it is bound elsewhere (files opened through it keep working)."""
     sys_umount(staging, MNT_DETACH)
     os.rmdir(staging)
+
+
+def private_staging() -> str:
+    """A directory to mount the FUSE tree on when /dev is not covered (``run --transport
+    cuse`` without ``--prefix``: the nodes are real, /dev stays the machine's). The directory
+    is made in /tmp; the mount on it exists in our namespace only, and :func:`drop_staging`
+    removes both before PROGRAM starts."""
+    return tempfile.mkdtemp(prefix="ioasidfs-staging-")
 
 
 def bind_sysfs(staging: str, subtrees: tuple[str, ...], *, sysfs_dir: str = "sys",

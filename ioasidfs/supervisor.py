@@ -176,8 +176,10 @@ async def _install(listener: int, nid: int, new: NewFile, engine_lock: trio.Lock
     # Drop our reference *before* the caller resumes: its close() must be the last one, so
     # that the file is released when it closes it, as the kernel's device fd is. (ADDFD with
     # FLAG_SEND would resume the caller first and leave the release to our close.) The
-    # caller holds the file now, so this close sends nothing to the reader.
-    os.close(ours)
+    # caller holds the file now, so no RELEASE follows; but beside CUSE nodes a device fd's
+    # close() sends FLUSH and waits for it (devfs.DevFs.flush): close from a thread, so that
+    # the readers on this one stay free to answer.
+    await trio.to_thread.run_sync(os.close, ours)
     seccomp.send(listener, nid, val=installed)
 
 
