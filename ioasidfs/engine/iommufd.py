@@ -847,9 +847,10 @@ class IommufdContext:
         (EINVAL); the device (ENOENT); ``pt_id`` names anything at all (else EINVAL, not
         ENOENT). On an IOAS, a paging HWPT (iommufd_hwpt_paging_alloc): unknown flags and
         DIRTY_TRACKING without the IOMMU's dirty capability are EOPNOTSUPP before the id is
-        taken; the VT-d driver then refuses driver data and NEST_PARENT without nesting
-        (EOPNOTSUPP); the domain joins the IOAS (EINVAL, EADDRINUSE, EFAULT, ENOMEM). The
-        device is not attached, and the HWPT is never picked as an automatic domain. On a
+        taken; the VT-d driver (intel_iommu_domain_alloc_paging_flags) then refuses
+        NEST_PARENT without nesting and any driver data (EOPNOTSUPP); the domain joins the IOAS
+        (EINVAL, EADDRINUSE, EFAULT, ENOMEM). The device is not attached, and the HWPT is never
+        picked as an automatic domain. On a
         paging HWPT, a nested one: flags other than FAULT_ID_VALID or no data (EOPNOTSUPP), an
         automatic or non-NEST_PARENT parent (EINVAL). Any other object: EINVAL. FAULT_ID_VALID
         needs a FAULT object (ENOENT: we have none). ``out_hwpt_id`` is written back; if that
@@ -898,10 +899,10 @@ class IommufdContext:
         hwpt = UserHwpt(ioas, Domain.from_config(self.iommu_config), flags)
         hwpt_id = self.allocate_id(hwpt)
         try:
-            if data_len:
-                raise KernelError(errno.EOPNOTSUPP, "the VT-d driver takes no data for a paging domain")
             if hwpt.nest_parent and not self.vtd.nesting:
                 raise KernelError(errno.EOPNOTSUPP, "the IOMMU cannot nest")
+            if data_len:
+                raise KernelError(errno.EOPNOTSUPP, "the VT-d driver takes no data for a paging domain")
             ioas.add_domain(hwpt.domain)
         except KernelError:
             del self.objects[hwpt_id]
