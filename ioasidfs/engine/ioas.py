@@ -758,7 +758,12 @@ class Ioas:
         if length > U64_MAX - PAGE_SIZE:
             file.close()
             raise KernelError(errno.EINVAL, f"length {length:#x}")
-        pages = FilePages(caller, file, start, length, writable, self._account_mode(caller, account_mm))
+        try:
+            pages = FilePages(caller, file, start, length, writable,
+                              self._account_mode(caller, account_mm))
+        except KernelError:
+            file.close()
+            raise
         try:
             return self.map_segments([(pages, start % PAGE_SIZE, length)], length, iova, prot)
         except KernelError:
