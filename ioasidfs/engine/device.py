@@ -204,8 +204,8 @@ class CdevFile(OpenFile):
         fd bound already (EINVAL), the VF token (EFAULT, then EINVAL: ours are neither PFs nor
         VFs), the iommufd (EBADF, EBADFD), then vfio_df_open: the device open elsewhere
         (EINVAL: the cdev path opens a device once), the DMA ownership of its IOMMU group held
-        by another iommufd (EBUSY, iommu_device_claim_dma_owner), the DEVICE object, the
-        vfio-pci open; last ``out_devid`` is written (EFAULT undoes it all)."""
+        by a host driver or another iommufd (EPERM, iommu_device_claim_dma_owner), the DEVICE
+        object, the vfio-pci open; last ``out_devid`` is written (EFAULT undoes it all)."""
         fields = check_bind_args(caller, arg)
         device, group = self.device, self.group
         group.block_group(self)
@@ -224,10 +224,15 @@ class CdevFile(OpenFile):
                 group.reap_closed_cdevs()  # a bound cdev closed, its RELEASE still on its way
             if device.open_count:
                 raise KernelError(errno.EINVAL, f"{device.name} is already open")
+            # iommu_device_claim_dma_owner: the group's DMA is owned already by someone else --
+            # a host driver of another device in it (a group that is not viable) or another
+            # iommufd a sibling is bound to -- EPERM.
+            if not group.viable:
+                raise KernelError(errno.EPERM, f"a host driver owns DMA in group {group.id}")
             for sibling in group.members.values():
                 other = sibling.cdev
                 if other is not None and other is not self and other.context is not context:
-                    raise KernelError(errno.EBUSY, f"group {group.id} is owned by another iommufd")
+                    raise KernelError(errno.EPERM, f"group {group.id} is owned by another iommufd")
             binding = context.bind_device(device.name, group.id)
             vfio = device.open()
             try:

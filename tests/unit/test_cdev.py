@@ -372,8 +372,8 @@ def test_devices_of_one_group_share_its_hwpt_and_its_iommufd() -> None:
     cdev_a = w.open(FileKind.CDEV, a)
     cdev_b = w.open(FileKind.CDEV, b)
     assert w.bind(cdev_a, first) == 1
-    # iommu_device_claim_dma_owner: the group is owned by the first context.
-    assert w.err(cdev_b, V.VFIO_DEVICE_BIND_IOMMUFD, bind_arg(w.fd_of(other))) == errno.EBUSY
+    # iommu_device_claim_dma_owner: the group is owned by the first context (EPERM).
+    assert w.err(cdev_b, V.VFIO_DEVICE_BIND_IOMMUFD, bind_arg(w.fd_of(other))) == errno.EPERM
     assert w.bind(cdev_b, first) == 2
     ioas1, ioas2 = w.ioas(first), w.ioas(first)
     hwpt = w.attach(cdev_a, ioas1)
@@ -386,6 +386,19 @@ def test_devices_of_one_group_share_its_hwpt_and_its_iommufd() -> None:
     # a is still on the group's HWPT; b may only join that one (EINVAL for another IOAS).
     assert w.err(cdev_b, V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, struct.pack("<III", 12, 0, ioas1)) == errno.EINVAL
     assert w.attach(cdev_b, ioas2) == new
+
+
+def test_bind_in_a_group_a_host_driver_shares_is_eperm() -> None:
+    """A group that is not viable has a device whose host driver uses the DMA API: it holds the
+    group's DMA ownership (owner NULL), so iommu_device_claim_dma_owner refuses iommufd."""
+    w = World()
+    group = w.engine.groups[2]
+    group.viable = False
+    iommufd = w.open(FileKind.IOMMUFD)
+    cdev = w.open(FileKind.CDEV, group.devices[0])
+    assert w.err(cdev, V.VFIO_DEVICE_BIND_IOMMUFD, bind_arg(w.fd_of(iommufd))) == errno.EPERM
+    assert group.cdev_files == [] and w.engine.devices[group.devices[0]].open_count == 0
+    assert iommufd.context.objects == {}  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------- lifetime
