@@ -44,6 +44,9 @@ class IommuConfig:
     # Whether IOMMU domains enforce cache coherency (Intel snoop control). QEMU's intel-iommu
     # does not offer it, so VFIO_DMA_CC_IOMMU answers 0 once domains exist.
     enforce_cache_coherency: bool = False
+    # Whether the IOMMU tracks dirty pages itself (a scalable-mode VT-d with second-level A/D
+    # bits): iommufd then offers HWPT dirty tracking. QEMU's intel-iommu (legacy mode) does not.
+    dirty_tracking: bool = False
 
     @property
     def pgsize_bitmap(self) -> int:
@@ -253,7 +256,7 @@ class _Validator:
     def iommu(self, data: Mapping[str, Any]) -> IommuConfig:
         path: Path = ("iommu",)
         self.table(data, path, {"page_sizes", "address_width", "dma_entry_limit", "reserved_regions",
-                                "enforce_cache_coherency"})
+                                "enforce_cache_coherency", "dirty_tracking"})
         default_sizes: tuple[int, ...] = (4096, 2 << 20, 1 << 30)
         page_sizes = self.get(data, path, "page_sizes", _list_of(_page_size), default_sizes)
         if not page_sizes:
@@ -276,7 +279,9 @@ class _Validator:
             kind = self.get(raw, rpath, "type", _choice("msi", "direct", "reserved"), "reserved")
             regions.append(ReservedRegion(start, end, kind))
         coherent = self.get(data, path, "enforce_cache_coherency", _bool, False)
-        return IommuConfig(tuple(sorted(set(page_sizes))), width, limit, tuple(regions), coherent)
+        dirty = self.get(data, path, "dirty_tracking", _bool, False)
+        return IommuConfig(tuple(sorted(set(page_sizes))), width, limit, tuple(regions), coherent,
+                           dirty)
 
     def device(self, raw: object, path: Path) -> DeviceConfig:
         if not isinstance(raw, dict):

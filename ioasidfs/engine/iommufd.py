@@ -163,7 +163,8 @@ class IommufdContext:
         self.file_open = True
         # The IOMMU every device sits behind, as the intel driver sees it (GET_HW_INFO, the
         # flags HWPT_ALLOC accepts).
-        self.vtd = VtdIommu.qemu(iommu.address_width)
+        self.vtd = (VtdIommu.with_dirty_tracking(iommu.address_width) if iommu.dirty_tracking
+                    else VtdIommu.qemu(iommu.address_width))
 
     # ---- object ids: the lowest free id in [1, 2^31-1], reused as soon as it is freed
     def allocate_id(self, obj: object) -> int:
@@ -1064,7 +1065,7 @@ class VtdIommu:
     remapping, pass-through and DMA draining on): no scalable mode, so no dirty tracking and no
     nesting -- which is what the default configuration emulates. :meth:`with_dirty_tracking`
     adds what a scalable-mode host IOMMU with A/D bits (Sapphire Rapids and later) reports, for
-    exercising the dirty-tracking ioctls; no configuration key selects it yet."""
+    exercising the dirty-tracking ioctls; ``[iommu] dirty_tracking = true`` selects it."""
 
     cap_reg: int
     ecap_reg: int

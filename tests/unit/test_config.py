@@ -126,3 +126,16 @@ def test_io_and_memory_bars_may_share_numbers() -> None:
     config = parse_config(_GEN + 'bars = [ { index = 0, size = 256, io = true, address = 0xd000 },'
                           ' { index = 1, size = "4K", address = 0xd000 } ]\n', "x")
     assert [b.address for b in config.devices[0].bars] == [0xD000, 0xD000]
+
+
+def test_iommu_dirty_tracking_selects_a_scalable_mode_vtd() -> None:
+    from ioasidfs.engine.iommufd import IommufdContext
+    default = load_config(None)
+    assert not default.iommu.dirty_tracking
+    assert not IommufdContext(default.iommu).vtd.dirty_tracking   # QEMU's intel-iommu
+    config = parse_config('[iommu]\ndirty_tracking = true\n[[device]]\nbdf = "0000:00:01.0"\n'
+                          'group = 1\nmodel = "edu"\n', "t.toml")
+    assert config.iommu.dirty_tracking
+    assert IommufdContext(config.iommu).vtd.dirty_tracking
+    with pytest.raises(ConfigError, match="iommu.dirty_tracking"):
+        parse_config('[iommu]\ndirty_tracking = "yes"\n', "t.toml")
