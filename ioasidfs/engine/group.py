@@ -227,8 +227,11 @@ class GroupFile(OpenFile):
             raise KernelError(errno.EINVAL, "VFIO_SET_IOMMU has not been done on the container")
         device = group.members[device_name]
         if device.open_count == 0 and group.iommufd is not None:
-            # vfio_df_group_open -> vfio_iommufd_bind, before the fd exists: its errors (ENODEV,
-            # EADDRINUSE, EFAULT, ENOMEM...) are what this ioctl answers.
+            # vfio_df_group_open -> vfio_iommufd_bind, before the fd exists: its errors (EPERM,
+            # ENODEV, EADDRINUSE, EFAULT, ENOMEM...) are what this ioctl answers. A host driver
+            # in a group that is not viable owns its DMA: iommu_device_claim_dma_owner, EPERM.
+            if not group.viable:
+                raise KernelError(errno.EPERM, f"a host driver owns DMA in group {group.id}")
             device.iommufd_binding = group.iommufd.bind_group_device(device_name, group.id)
         file = DeviceFile(device, self, device.open())
         self.open_devices.append(file)

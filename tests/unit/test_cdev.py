@@ -401,6 +401,19 @@ def test_bind_in_a_group_a_host_driver_shares_is_eperm() -> None:
     assert iommufd.context.objects == {}  # type: ignore[attr-defined]
 
 
+def test_the_group_path_on_an_iommufd_binds_the_same_way() -> None:
+    """GROUP_GET_DEVICE_FD on an iommufd binds through iommufd_device_bind too: EPERM in a
+    group that is not viable, nothing left bound."""
+    w = World()
+    group = w.engine.groups[2]
+    group.viable = False
+    iommufd = w.open(FileKind.IOMMUFD)
+    node = w.open(FileKind.GROUP, 2)
+    assert w.call(node, V.VFIO_GROUP_SET_CONTAINER, struct.pack("<i", w.fd_of(iommufd))) == 0
+    assert w.err(node, V.VFIO_GROUP_GET_DEVICE_FD, arg=_string(w, group.devices[0])) == errno.EPERM
+    assert iommufd.context.devices == []  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------------- lifetime
 @pytest.mark.parametrize("device_first", [True, False])
 def test_closing_in_either_order_leaves_nothing_behind(buf: Buffer, device_first: bool) -> None:
