@@ -142,6 +142,11 @@ class Config:
     container_personality: str
     devices: tuple[DeviceConfig, ...]
     groups: tuple[GroupConfig, ...] = field(default=())
+    # ``[iommufd] test_cmd``: answer IOMMU_TEST_CMD with the mock domains and devices of
+    # drivers/iommu/iommufd/selftest.c, as a kernel built with CONFIG_IOMMUFD_TEST does. Off by
+    # default because production kernels are built without it (the ioctl is then ENOTTY);
+    # scripts/kernel_selftest turns it on to run the kernel's own selftest.
+    iommufd_test_cmd: bool = False
 
     def group(self, group_id: int) -> GroupConfig | None:
         for group in self.groups:
@@ -222,7 +227,7 @@ class _Validator:
             raise self.fail(path + (key,), str(e)) from None
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        self.table(data, (), {"iommu", "container", "device", "groups"})
+        self.table(data, (), {"iommu", "container", "device", "groups", "iommufd"})
         iommu = self.iommu(_subtable(data, "iommu", self, ()))
         container = self.table(_subtable(data, "container", self, ()), ("container",), {"personality"})
         personality = self.get(container, ("container",), "personality", _choice("type1", "iommufd"), "type1")
@@ -237,7 +242,9 @@ class _Validator:
             seen.add(dev.bdf)
         self.check_bar_overlaps(devices)
         groups = self.groups(_subtable(data, "groups", self, ()), devices)
-        return Config(self.source, iommu, personality, devices, groups)
+        iommufd = self.table(_subtable(data, "iommufd", self, ()), ("iommufd",), {"test_cmd"})
+        test_cmd = self.get(iommufd, ("iommufd",), "test_cmd", _bool, False)
+        return Config(self.source, iommu, personality, devices, groups, iommufd_test_cmd=test_cmd)
 
     def check_bar_overlaps(self, devices: tuple[DeviceConfig, ...]) -> None:
         """Two explicit BAR addresses of the same space (memory or I/O) may not overlap."""
