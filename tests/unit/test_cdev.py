@@ -274,6 +274,32 @@ def test_attach_writes_back_pt_id_and_a_failed_write_back_detaches() -> None:
         page.close()
 
 
+@pytest.mark.parametrize("iova", [0xFEE00000, 1 << 39])
+def test_attach_to_an_ioas_mapping_what_the_domain_must_reserve_is_eaddrinuse(
+        buf: Buffer, iova: int) -> None:
+    """The MSI window is reserved in the IOAS for the attached device, the aperture's outside
+    for the new domain: an area already there makes the attach fail, and the automatic HWPT's
+    id is freed again."""
+    w = World()
+    cdev, iommufd = bound(w)
+    ioas = w.ioas(iommufd)
+    w.map(iommufd, ioas, iova, buf.addr, PG)
+    assert w.err(cdev, V.VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+                 struct.pack("<III", 12, 0, ioas)) == errno.EADDRINUSE
+    assert cdev.binding.hwpt is None  # type: ignore[attr-defined]
+    assert set(cdev.context.objects) == {1, ioas}  # type: ignore[attr-defined]
+    data = I.IOAS_UNMAP.pack(size=I.IOAS_UNMAP.size, ioas_id=ioas, iova=iova, length=PG)
+    assert w.call(iommufd, I.IOMMU_IOAS_UNMAP, data) == 0
+    assert w.attach(cdev, ioas) == 3
+    # The same as a replace: it fails and the device stays where it was.
+    other = w.ioas(iommufd)
+    w.map(iommufd, other, iova, buf.addr, PG)
+    assert w.err(cdev, V.VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+                 struct.pack("<III", 12, 0, other)) == errno.EADDRINUSE
+    assert cdev.context.id_of(cdev.binding.hwpt) == 3  # type: ignore[attr-defined]
+    assert set(cdev.context.objects) == {1, ioas, 3, other}  # type: ignore[attr-defined]
+
+
 def test_pasid_attach_and_detach() -> None:
     w = World()
     cdev, iommufd = bound(w)
