@@ -161,9 +161,11 @@ async def bring_up(daemon: Daemon, devices: list[CuseDevice], nursery: trio.Nurs
     check each is ours and give it its driver's mode and owner. An error message, or None.
 
     ``dropped(device)`` is called if the kernel ends a connection we did not close (a name
-    another CUSE server registered first, or an aborted connection)."""
+    another CUSE server registered first, or an aborted connection). The daemon's eventfd
+    watcher runs in ``nursery`` too."""
     for device in devices:
         nursery.start_soon(_serve_one, daemon, device, dropped)
+    nursery.start_soon(daemon.eventfds.run)  # the ioeventfds and INTx unmask eventfds
     problem = await _wait_until_created(devices)
     if problem is not None:
         return problem

@@ -18,6 +18,7 @@ from .config import Config
 from .devfs import DevFs
 from .devtree import DevTree
 from .engine import Engine
+from .eventfd_watch import EventfdWatcher
 from .fuse import io
 from .fuse.mount import abort_connection, find_mount, is_our_mount, mount_fuse, unmount
 from .fuse.session import FuseSession
@@ -39,6 +40,9 @@ class Daemon:
         self.session = FuseSession(self.fs)
         # Serialises every engine call, whatever its source (FUSE requests, trapped syscalls).
         self.engine_lock = trio.Lock()
+        # The kernel's virqfds: ioeventfds and the INTx unmask eventfd act when signalled.
+        self.eventfds = EventfdWatcher(lambda: self.engine.devices.values(), self.engine_lock)
+        self.fs.eventfd_taken = self.eventfds.kick
 
     def mounted_at(self, mountpoint: str) -> None:
         entry = find_mount(mountpoint)
@@ -48,7 +52,10 @@ class Daemon:
 
     async def serve(self, fuse_fd: int) -> None:
         try:
-            await io.serve(fuse_fd, self.session, self.engine_lock)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.eventfds.run)
+                await io.serve(fuse_fd, self.session, self.engine_lock)
+                nursery.cancel_scope.cancel()
         finally:
             if self.tracer is not None:
                 self.tracer.close()

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Union
 
 from . import vfs
-from .client import (CAP_IPC_LOCK, CAP_SYS_ADMIN, ProcessEventfd, ProcessFds, ProcessMemory,
-                     locked_pages, memlock_limit, read_status, start_time, user_range_ok)
+from .client import (CAP_IPC_LOCK, CAP_SYS_ADMIN, ProcessEventfd, ProcessFds, ProcessFile,
+                     ProcessMemory, locked_pages, memlock_limit, read_status, start_time,
+                     user_range_ok)
 from .engine import FOREIGN, Caller, ClientMemory, Engine, FileKind, OpenFile
 from .devtree import DEVICE_FDS_DIR, DevTree, Node
 from .errors import KernelError
@@ -96,6 +97,9 @@ class DevFs:
         self._staged: dict[int, StagedFile] = {}
         self._own_mount_ids: set[int] = set()
         self.device_fds_dir: int | None = None  # O_PATH fd of devfds/ (``ioasidfs run``)
+        # Called whenever the engine takes a reference on a client's eventfd: the daemon's
+        # eventfd watcher looks again at what it must wait for (ioeventfds, INTx unmask).
+        self.eventfd_taken: Callable[[], None] = lambda: None
         engine.still_open = self._still_open
 
     def mounted(self, device: str, mount_id: int | None = None) -> None:
@@ -214,7 +218,14 @@ class DevFs:
                       locked_pages=lambda: locked_pages(pid),
                       start_time=lambda: start_time(tgid()),
                       uid=lambda: read_status(pid).uid,
-                      eventfd=lambda fd: ProcessEventfd.take(ProcessFds(_tgid_of(pid)), fd))
+                      eventfd=lambda fd: self._take_eventfd(pid, fd),
+                      file=lambda fd: ProcessFile.take(ProcessFds(_tgid_of(pid)), fd),
+                      has_capability=lambda cap: read_status(pid).has_capability(cap))
+
+    def _take_eventfd(self, pid: int, fd: int) -> ProcessEventfd:
+        taken = ProcessEventfd.take(ProcessFds(_tgid_of(pid)), fd)
+        self.eventfd_taken()
+        return taken
 
     def open(self, ctx: RequestContext, ino: int, flags: int) -> OpenReply:
         node = self._node(ino)

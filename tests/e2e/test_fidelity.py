@@ -14,7 +14,7 @@ import pytest
 from support import EXPECTED_DIR, pending_lines, require_root, run_ioasidfs
 
 PROGRAMS = ["container_basics", "ioasid_basics", "type1_flow", "type1_limits", "ioasid_container", "type1_lifetime",
-            "edu_driver", "device_ioctls", "cdev_flow"]
+            "edu_driver", "device_ioctls", "cdev_flow", "edu_eventfds"]
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
