@@ -9,6 +9,16 @@ with the same name wins in devtmpfs) and give it the mode the kernel's driver wo
 
 Teardown is the kernel's: closing a /dev/cuse fd unregisters its device and the node goes away,
 so even a SIGKILLed daemon leaves nothing behind, and there is no helper process.
+
+Two commands use this module: ``ioasidfs cuse`` (:func:`cuse_command`: the nodes, nothing else;
+no seccomp filter, so VFIO_GROUP_GET_DEVICE_FD is EOPNOTSUPP and mmap() gets CUSE's ENODEV) and
+``ioasidfs run --transport cuse`` (``launcher.run_program_cuse``: the same devices, brought up
+with :func:`open_connections` and :func:`bring_up`, plus PROGRAM under the seccomp filter). How
+our files are told from others over CUSE: by rdev (the ``dev`` of ``class/cuse/NAME`` checked
+against each node's st_rdev at start-up; ``DevFs._is_ours``), never by path or mount. Device
+fds are not CUSE devices: CUSE ignores the file position of read() and write(), and a device
+fd's regions live at ``index << 40``, so ``run`` keeps them on a private FUSE mount (see
+:mod:`ioasidfs.launcher`).
 """
 from __future__ import annotations
 
