@@ -139,3 +139,12 @@ def test_container_personality_switch(tmp_path: Path, compile_c, personality: st
     result = run_ioasidfs(["run", "--config", str(config), "--", str(compile_c("personality_probe"))])
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == expected
+
+
+def test_prefix_needs_the_cuse_transport() -> None:
+    """Over FUSE nothing is created in /dev, so there is nothing to put under a prefix: a usage
+    error, said in one line, before any daemon starts."""
+    result = run_ioasidfs(["run", "--prefix", "alt", "--", "true"])
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "ioasidfs run: --prefix needs --transport cuse (over FUSE nothing is created in /dev)"]
