@@ -225,30 +225,62 @@ async def _serve_cuse_and_run(daemon: Daemon, devices: list[cuse.CuseDevice], pr
                 print(problem, file=sys.stderr)
                 nursery.cancel_scope.cancel()
                 return 1
-            dirs, files = daemon.tree.top_level_split()
-            if prefix is not None:
-                staging = await trio.to_thread.run_sync(replace_dev, daemon.tree.top_level_names())
-            else:
-                staging = private_staging()
-            daemon.fs.dev_filesystem = dev_filesystem.with_device(os.stat("/dev").st_dev)
-            # The tree over FUSE too, for the fake sysfs and the device fds (devfds/).
-            fuse_fd = mount_fuse(staging, use_fusermount=False)
-            fds.append(fuse_fd)
-            daemon.mounted_at(staging)
-            nursery.start_soon(io.serve, fuse_fd, daemon.session, daemon.engine_lock)
-            await trio.to_thread.run_sync(functools.partial(bind_sysfs, staging, BIND_TARGETS,
-                                                            sysfs_dir=SYSFS_DIR))
-            await trio.to_thread.run_sync(daemon.fs.pin_device_fds_dir, staging)
-            await trio.to_thread.run_sync(drop_staging, staging)
-            if prefix is not None:
-                # CUSE made the nodes under /dev/PREFIX; PROGRAM finds them at the kernel's paths.
-                await trio.to_thread.run_sync(bind_into_dev, f"/dev/{prefix}", dirs, files)
+            try:
+                await _cuse_namespace(daemon, prefix, dev_filesystem, nursery, fds)
+            except OSError as e:
+                print(f"ioasidfs: cannot prepare PROGRAM's /dev and /sys: {e}", file=sys.stderr)
+                nursery.cancel_scope.cancel()
+                return 1
             log.info("serving %s over CUSE for %s", ", ".join(d.path for d in devices), child.pid)
             status = await _start_and_supervise(daemon, child)
             nursery.cancel_scope.cancel()
     finally:
         forwarder.stop()
     return status
+
+
+async def _cuse_namespace(daemon: Daemon, prefix: str | None, dev_filesystem: vfs.DevFilesystem,
+                          nursery: trio.Nursery,
+                          fds: list[int]) -> None:
+    """The CUSE nodes exist: mount the tree over FUSE on a staging directory (served in
+    ``nursery``; its fd goes to ``fds``), bind its sysfs over /sys, pin its devfds/, drop the
+    staging mount and, with ``prefix``, bind /dev/PREFIX's nodes onto the kernel's paths.
+    OSError when a step fails; the staging directory is removed whatever happens."""
+    dirs, files = daemon.tree.top_level_split()
+    if prefix is not None:
+        staging = await trio.to_thread.run_sync(replace_dev, daemon.tree.top_level_names())
+    else:
+        staging = private_staging()
+    staged = True
+    try:
+        daemon.fs.dev_filesystem = dev_filesystem.with_device(os.stat("/dev").st_dev)
+        # The tree over FUSE too, for the fake sysfs and the device fds (devfds/).
+        fuse_fd = mount_fuse(staging, use_fusermount=False)
+        fds.append(fuse_fd)
+        daemon.mounted_at(staging)
+        nursery.start_soon(io.serve, fuse_fd, daemon.session, daemon.engine_lock)
+        await trio.to_thread.run_sync(functools.partial(bind_sysfs, staging, BIND_TARGETS,
+                                                        sysfs_dir=SYSFS_DIR))
+        await trio.to_thread.run_sync(daemon.fs.pin_device_fds_dir, staging)
+        await trio.to_thread.run_sync(drop_staging, staging)
+        staged = False
+    finally:
+        if staged:
+            # Lookups under it may wait for the FUSE reader: from a thread, and never raise.
+            await trio.to_thread.run_sync(_remove_staging, staging)
+    if prefix is not None:
+        # CUSE made the nodes under /dev/PREFIX; PROGRAM finds them at the kernel's paths.
+        await trio.to_thread.run_sync(bind_into_dev, f"/dev/{prefix}", dirs, files)
+
+
+def _remove_staging(staging: str) -> None:
+    try:
+        drop_staging(staging)
+    except OSError:
+        try:
+            os.rmdir(staging)  # nothing was mounted on it
+        except OSError as e:
+            log.warning("cannot remove %s: %s", staging, e)
 
 
 @dataclass
