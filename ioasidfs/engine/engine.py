@@ -73,7 +73,8 @@ class Engine:
             return ContainerFile(Type1Container(self.config.iommu, self.locked_memory, self.owners))
         if kind is FileKind.IOMMUFD:
             return IommufdFile(IommufdContext(self.config.iommu, self.pin_accounting,
-                                              owners=self.owners))
+                                              owners=self.owners,
+                                              test_cmd=self.config.iommufd_test_cmd))
         if kind is FileKind.FAULTS:
             return FaultsFile(self.faults)
         if kind is FileKind.SYSFS:

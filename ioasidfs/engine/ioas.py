@@ -198,6 +198,10 @@ class Pages:
         self._uncharge(count, accounting)
         self.npinned -= count
 
+    def is_pinned(self, index: int) -> bool:
+        """Whether page ``index`` is pinned (some loaded area covers it)."""
+        return any(lo <= index <= hi for lo, hi in self._pinned)
+
     def repin(self, old: tuple[int, int], new: Iterable[tuple[int, int]]) -> None:
         """A pinned area was split: its halves hold the same pages (no pin changes)."""
         self._pinned.remove(old)

@@ -34,6 +34,7 @@ from .translate import OwnerRegistry
 
 if TYPE_CHECKING:
     from .group import Group
+    from .iommufd_mock import MockSelftest
 
 log = logging.getLogger("ioasidfs.engine")
 
@@ -89,6 +90,8 @@ NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
     _slot(I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC),
 ])
 _NATIVE_END = max(NATIVE_IOCTLS) + 1
+_TEST_CMD_NR = ioc_nr(I.IOMMU_TEST_CMD)
+"""IOMMU_TEST_CMD's slot: with CONFIG_IOMMUFD_TEST the table reaches it, holes in between."""
 _COMPAT_INFO_MINSZ = V.TYPE1_INFO.field_end("iova_pgsizes")
 _COMPAT_MAP_FLAGS = V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE
 _IOAS_MAP_FLAGS = I.IOMMU_IOAS_MAP_FIXED_IOVA | I.IOMMU_IOAS_MAP_WRITEABLE | I.IOMMU_IOAS_MAP_READABLE
@@ -129,10 +132,27 @@ class BoundDevice:
     (``struct iommufd_group``), so the devices of one group bound to one context always share
     one HWPT; None stands for a group of its own."""
 
+    #: Whether the binding holds the context alive (iommufd_ctx_get in iommufd_device_bind):
+    #: true for VFIO devices, false for the selftest's mock devices (iommufd_mock.py).
+    holds_context = True
+
     def __init__(self, name: str, group: int | None = None) -> None:
         self.name = name
         self.group = group
         self.hwpt: HwptPaging | None = None
+
+    def new_domain(self, iommu: IommuConfig) -> Domain:
+        """The paging domain the device's IOMMU driver allocates for an automatic HWPT: ours is
+        the configured IOMMU's (the mock IOMMU's devices override this)."""
+        return Domain.from_config(iommu)
+
+
+class ContextObject:
+    """An object of a kind another module owns (the selftest's IOMMUFD_OBJ_SELFTEST): the
+    objects table holds it, and IOMMU_DESTROY or the context's release call :meth:`destroy`."""
+
+    def destroy(self, ctx: IommufdContext) -> None:
+        """The object's destructor (the kernel's ``iommufd_object_ops.destroy``)."""
 
 
 class IommufdContext:
@@ -148,7 +168,8 @@ class IommufdContext:
     """
 
     def __init__(self, iommu: IommuConfig, accounting: Accounting | None = None, *,
-                 as_vfio_container: bool = False, owners: OwnerRegistry | None = None) -> None:
+                 as_vfio_container: bool = False, owners: OwnerRegistry | None = None,
+                 test_cmd: bool = False) -> None:
         self.iommu_config = iommu
         self.accounting = accounting if accounting is not None else Accounting()
         # Who each IOAS's translation-table entries belong to (engine-wide, shared with type1).
@@ -165,6 +186,11 @@ class IommufdContext:
         # flags HWPT_ALLOC accepts).
         self.vtd = (VtdIommu.with_dirty_tracking(iommu.address_width) if iommu.dirty_tracking
                     else VtdIommu.qemu(iommu.address_width))
+        # IOMMU_TEST_CMD (CONFIG_IOMMUFD_TEST): its slot exists only with a handler.
+        self.selftest: MockSelftest | None = None
+        if test_cmd:
+            from .iommufd_mock import MockSelftest
+            self.selftest = MockSelftest()
 
     # ---- object ids: the lowest free id in [1, 2^31-1], reused as soon as it is freed
     def allocate_id(self, obj: object) -> int:
@@ -213,6 +239,8 @@ class IommufdContext:
             self.hwpts.remove(obj)
             obj.ioas.remove_domain(obj.domain)
             self._sync_dirty_tracking(obj.ioas)  # a tracking domain went with it
+        elif isinstance(obj, ContextObject):
+            obj.destroy(self)
 
     # ---- lifetime
     def close_file(self) -> None:
@@ -221,7 +249,7 @@ class IommufdContext:
         self._release_if_unused()
 
     def _release_if_unused(self) -> None:
-        if self.file_open or self.groups or self.devices:
+        if self.file_open or self.groups or any(d.holds_context for d in self.devices):
             return
         # iommufd_fops_release: passes in id order over the objects only the table holds.
         while self.objects:
@@ -265,7 +293,10 @@ class IommufdContext:
         """iommufd_device_bind: a DEVICE object (the next free id) that holds the context
         until it is unbound; not attached to anything, so the device's DMA is blocked. The
         DMA-ownership check across contexts (EBUSY) is the caller's: it needs every context."""
-        device = BoundDevice(name, group)
+        return self.bind(BoundDevice(name, group))
+
+    def bind(self, device: BoundDevice) -> BoundDevice:
+        """Bind a device object made by its driver (a mock device): the next free id."""
         self.allocate_id(device)
         self.devices.append(device)
         return device
@@ -383,7 +414,7 @@ class IommufdContext:
                     continue
                 raise
             return hwpt, old
-        hwpt = HwptPaging(ioas, Domain.from_config(self.iommu_config), auto=True)
+        hwpt = HwptPaging(ioas, device.new_domain(self.iommu_config), auto=True)
         hwpt_id = self.allocate_id(hwpt)
         old = None
         try:
@@ -432,21 +463,29 @@ class IommufdContext:
         if hwpt is not None:
             self._hwpt_put(hwpt)
 
-    def unbind_device(self, device: BoundDevice) -> None:
+    def unbind_device(self, device: BoundDevice, *, release: bool = True) -> None:
         """vfio_iommufd_physical_unbind: detach, then destroy the DEVICE object; the device's
-        reference on the context goes with it."""
+        reference on the context goes with it. ``release=False`` from a destructor that the
+        context's release itself runs."""
         self.detach_device(device)
         del self.objects[self.id_of(device)]
         self.devices.remove(device)
-        self._release_if_unused()
+        if release:
+            self._release_if_unused()
 
     # ---- dispatch
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         nr = ioc_nr(cmd)
-        if nr < I.IOMMUFD_CMD_BASE or nr >= _NATIVE_END:
+        end = _NATIVE_END if self.selftest is None else _TEST_CMD_NR + 1
+        if nr < I.IOMMUFD_CMD_BASE or nr >= end:
             return self.vfio_ioctl(caller, cmd, arg)
         user_size = read_u32(caller, arg)
-        op = NATIVE_IOCTLS.get(nr)
+        if nr == _TEST_CMD_NR and self.selftest is not None:  # the table's last slot
+            selftest = self.selftest
+            op: NativeIoctl | None = NativeIoctl(
+                I.IOMMU_TEST_CMD, I.TEST_CMD, lambda c, caller, d, a: selftest.ioctl(c, caller, d, a))
+        else:
+            op = NATIVE_IOCTLS.get(nr)
         if op is None or op.cmd != cmd:
             raise KernelError(errno.ENOTTY, f"iommufd has no ioctl {cmd:#x}")
         if user_size < op.layout.min_size:

@@ -1,0 +1,362 @@
+"""IOMMU_TEST_CMD: the mock IOMMU, mock devices and test operations of a kernel built with
+CONFIG_IOMMUFD_TEST (drivers/iommu/iommufd/selftest.c), so that the kernel's own selftest
+(tools/testing/selftests/iommu/iommufd.c) runs unmodified against our iommufd.
+
+The ioctl exists only when the configuration says ``[iommufd] test_cmd = true``; a production
+kernel has no such slot in its ioctl table (ENOTTY), which is our default.
+
+What the mock is, as iommufd sees it (the facts come from selftest.c; the core rules of bind,
+attach, replace and detach stay in ``iommufd.py``, used here through its public methods):
+
+* **Mock devices** (:class:`MockDevice`): each its own IOMMU group behind the mock IOMMU,
+  created by MOCK_DOMAIN[_FLAGS] and bound to the context like any device. Unlike a VFIO device
+  a mock device holds no reference on the context (iommufd_device_bind skips
+  iommufd_ctx_get for them), so closing /dev/iommu destroys everything.
+* **Mock paging domains**: aperture [MOCK_APERTURE_START, MOCK_APERTURE_LAST] = [2^24, 2^31-1],
+  IOPTEs of MOCK_IO_PAGE_SIZE = PAGE_SIZE/2 (plus 1 MiB ones for a HUGE_IOVA device): an IOAS
+  with a mock domain has an IOVA alignment of 2 KiB. The mock driver maps any permission.
+* **The SELFTEST object** (:class:`SelftestObject`): what MOCK_DOMAIN returns as ``stdev_id``;
+  destroying it detaches and unbinds the device and deletes it.
+
+The checking operations (MD_CHECK_MAP, MD_CHECK_REFS) compare page identities. The kernel
+compares physical pages; we compare what a physical page is for us: the (process, page-aligned
+virtual address) that an area's pages come from, and the caller's (process, address). That is
+the kernel's answer for every anonymous or private mapping the selftest checks; a shared file
+page reached through two different mappings (IOMMU_IOAS_MAP_FILE of a memfd, then the
+caller's own mmap of it) is one physical page in the kernel and two here.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+
+from ..config import IommuConfig
+from ..errors import KernelError
+from ..uapi import iommufd as I
+from ..uapi.layout import Layout
+from .argsz import copy_out, int_field
+from .caller import PAGE_SIZE, Caller
+from .ioas import U64_MAX, Domain, Ioas, Pages
+from .iommufd import BoundDevice, ContextObject, HwptPaging, IommufdContext
+
+log = logging.getLogger("ioasidfs.engine")
+
+MOCK_IO_PAGE_SIZE = PAGE_SIZE // 2
+"""The mock domain's IOPTE size (selftest.c: PAGE_SIZE / 2)."""
+MOCK_HUGE_PAGE_SIZE = 512 * MOCK_IO_PAGE_SIZE
+"""The large IOPTE of a domain allocated for a MOCK_FLAGS_DEVICE_HUGE_IOVA device (1 MiB)."""
+MOCK_DEV_CACHE_NUM = 4
+MOCK_DEV_CACHE_ID_MAX = MOCK_DEV_CACHE_NUM - 1
+_DEVICE_FLAGS = (I.MOCK_FLAGS_DEVICE_NO_DIRTY | I.MOCK_FLAGS_DEVICE_HUGE_IOVA
+                 | I.MOCK_FLAGS_DEVICE_PASID)
+_MEMORY_LIMIT_MIN = 8 + 4
+"""SET_TEMP_MEMORY_LIMIT: below sizeof(unsigned long) + sizeof(u32) the core's batches break."""
+_DEFAULT_MEMORY_LIMIT = 65536
+
+ProcessPage = tuple[object, int]
+"""A page's identity for the checking operations: (owner process key, page-aligned address)."""
+
+
+class MockDevice(BoundDevice):
+    """``struct mock_dev`` bound to a context (``struct iommufd_device``): its flags, its
+    four cache words (DEV_CHECK_CACHE), and the mock domains it gets."""
+
+    holds_context = False  # iommufd_device_bind takes no context reference for a mock device
+
+    def __init__(self, name: str, flags: int) -> None:
+        super().__init__(name)
+        self.flags = flags
+        self.cache = [I.IOMMU_TEST_DEV_CACHE_DEFAULT] * MOCK_DEV_CACHE_NUM
+
+    def new_domain(self, iommu: IommuConfig) -> Domain:
+        """mock_domain_alloc_paging_flags: the mock geometry whatever the machine's IOMMU is."""
+        return mock_domain(self.flags)
+
+
+def mock_domain(device_flags: int) -> Domain:
+    """A mock paging domain for a device with ``device_flags``."""
+    pgsize = MOCK_IO_PAGE_SIZE
+    if device_flags & I.MOCK_FLAGS_DEVICE_HUGE_IOVA:
+        pgsize |= MOCK_HUGE_PAGE_SIZE
+    return Domain(pgsize, I.MOCK_APERTURE_START, I.MOCK_APERTURE_LAST,
+                  enforce_cache_coherency=False, requires_access=False)
+
+
+def is_mock_domain(domain: Domain) -> bool:
+    """What get_md_pagetable asks (the domain's ops are the mock's)."""
+    return (domain.aperture_start == I.MOCK_APERTURE_START
+            and domain.aperture_last == I.MOCK_APERTURE_LAST
+            and domain.min_page_size == MOCK_IO_PAGE_SIZE)
+
+
+class SelftestObject(ContextObject):
+    """IOMMUFD_OBJ_SELFTEST (TYPE_IDEV): the handle MOCK_DOMAIN returns as ``stdev_id``."""
+
+    def __init__(self, device: MockDevice) -> None:
+        self.device = device
+
+    def destroy(self, ctx: IommufdContext) -> None:
+        """iommufd_selftest_destroy: detach, unbind (the DEVICE object goes), delete the mock
+        device. Also reached from the context's release, which must not be re-entered."""
+        ctx.unbind_device(self.device, release=False)
+
+
+class MockSelftest:
+    """The IOMMU_TEST_CMD handler of one context (``iommufd_test``).
+
+    ``memory_limit`` is iommufd_test_memory_limit, the core's batch size in tests: module-wide
+    in the kernel, with no visible effect but the argument check."""
+
+    def __init__(self) -> None:
+        self.memory_limit = _DEFAULT_MEMORY_LIMIT
+        self._next_mock_id = 0
+
+    # ---- dispatch (the native ioctl path has read, size-checked and copied the struct)
+    def ioctl(self, ctx: IommufdContext, caller: Caller, data: bytearray, arg: int) -> int:
+        op = int_field(I.TEST_CMD.unpack(data), "op")
+        layout = I.TEST_CMD_BY_OP.get(op)
+        handler = _HANDLERS.get(op)
+        if layout is None or handler is None:
+            # Unknown ops are EOPNOTSUPP; known ones we do not model say so in the log.
+            if layout is not None:
+                log.warning("IOMMU_TEST_CMD op %d is not emulated; answering EOPNOTSUPP", op)
+            raise KernelError(errno.EOPNOTSUPP, f"IOMMU_TEST_CMD: op {op}")
+        return handler(self, ctx, caller, layout, data, arg)
+
+    # ---- ADD_RESERVED
+    def add_reserved(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                     data: bytearray, arg: int) -> int:
+        """iommufd_test_add_reserved: the IOAS (ENOENT), then iopt_reserve_iova of
+        [start, start+length-1] (wrapping as unsigned long) with no owner: kept until the IOAS
+        goes (EADDRINUSE over a mapped or allowed IOVA)."""
+        fields = layout.unpack(data)
+        ioas = ctx.get_ioas(int_field(fields, "id"))
+        start, length = int_field(fields, "start"), int_field(fields, "length")
+        ioas.reserve(start, (start + length - 1) & U64_MAX, _TEST_RESERVATION)
+        return 0
+
+    # ---- MOCK_DOMAIN, MOCK_DOMAIN_FLAGS, MOCK_DOMAIN_REPLACE
+    def mock_domain(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                    data: bytearray, arg: int) -> int:
+        """iommufd_test_mock_domain: the SELFTEST object's id first, the mock device (unknown
+        device flags: EINVAL), its bind (the DEVICE id), the attach to ``id`` (an IOAS: an
+        automatic mock domain; a paging HWPT: that one; ENOENT, EINVAL, EADDRINUSE, EFAULT
+        from the core), then the three ids are written back. Any failure undoes it all and
+        frees the ids."""
+        fields = layout.unpack(data)
+        op = int_field(fields, "op")
+        flags = int_field(fields, "dev_flags") if op == I.IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS else 0
+        sobj_id = ctx.allocate_id(None)  # the id is taken; the object comes at the end
+        try:
+            if flags & ~_DEVICE_FLAGS:
+                raise KernelError(errno.EINVAL, f"mock device flags {flags:#x}")
+            device = MockDevice(f"iommufd_mock{self._next_mock_id}", flags)
+            self._next_mock_id += 1
+            ctx.bind(device)
+            try:
+                hwpt_id = ctx.attach_pt(device, int_field(fields, "id"))
+                layout.write_fields(data, out_stdev_id=sobj_id, out_hwpt_id=hwpt_id,
+                                    out_idev_id=ctx.id_of(device))
+                _respond(caller, arg, data)
+            except KernelError:
+                ctx.unbind_device(device)
+                raise
+        except KernelError:
+            del ctx.objects[sobj_id]
+            raise
+        ctx.objects[sobj_id] = SelftestObject(device)
+        return 0
+
+    def mock_domain_replace(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                            data: bytearray, arg: int) -> int:
+        """iommufd_test_mock_domain_replace: ``id`` must be a SELFTEST object (ENOENT), then
+        iommufd_device_replace (the core's rules; attach if it was not attached), and the HWPT
+        now used is written back in ``pt_id``."""
+        fields = layout.unpack(data)
+        sobj = _selftest_object(ctx, int_field(fields, "id"))
+        hwpt_id = ctx.attach_pt(sobj.device, int_field(fields, "pt_id"))
+        layout.write_fields(data, pt_id=hwpt_id)
+        _respond(caller, arg, data)
+        return 0
+
+    # ---- checks
+    def md_check_map(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                     data: bytearray, arg: int) -> int:
+        """iommufd_test_md_check_pa: iova, length and uptr 2 KiB multiples and no overflow
+        (EINVAL); ``id`` a paging HWPT (ENOENT) of a mock domain (EINVAL). Then per 2 KiB:
+        the caller's page at uptr must be there (GUP: EFAULT), and the domain's IOPTE at iova
+        must exist and hold that page (EINVAL)."""
+        fields = layout.unpack(data)
+        iova, length, uptr = (int_field(fields, "iova"), int_field(fields, "length"),
+                              int_field(fields, "uptr"))
+        if (iova | length | uptr) % MOCK_IO_PAGE_SIZE or uptr + length > U64_MAX:
+            raise KernelError(errno.EINVAL, "MD_CHECK_MAP: misaligned or overflowing range")
+        hwpt = _mock_hwpt(ctx, int_field(fields, "id"))
+        me = caller.process_key()
+        for offset in range(0, length, MOCK_IO_PAGE_SIZE):
+            _gup(caller, uptr + offset)
+            target = iopte(hwpt.ioas, iova + offset)
+            if target is None or target != (me, uptr + offset):
+                raise KernelError(errno.EINVAL, f"MD_CHECK_MAP: IOVA {iova + offset:#x} does not "
+                                                f"map the caller's {uptr + offset:#x}")
+        return 0
+
+    def md_check_refs(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                      data: bytearray, arg: int) -> int:
+        """iommufd_test_md_check_refs: length and uptr page multiples, no overflow (EINVAL);
+        per page of the caller (GUP: EFAULT), its pin count must be ``refs`` (EIO).
+
+        A page is pinned once per ``iopt_pages`` that holds it (however many domains or areas
+        share it), which is what we count -- over this context's IOASes: pins live and die with
+        their context, and the selftest checks refs of its own context (teardown: 0 after a
+        close, through a new one)."""
+        fields = layout.unpack(data)
+        length, uptr, refs = (int_field(fields, "length"), int_field(fields, "uptr"),
+                              int_field(fields, "refs"))
+        if length % PAGE_SIZE or uptr % PAGE_SIZE or uptr + length > U64_MAX:
+            raise KernelError(errno.EINVAL, "MD_CHECK_REFS: misaligned or overflowing range")
+        if not length:
+            return 0
+        me = caller.process_key()
+        counts = pin_counts(ctx, me, uptr, uptr + length - 1)
+        for page in range(uptr, uptr + length, PAGE_SIZE):
+            _gup(caller, page)
+            if counts.get(page, 0) != refs:
+                raise KernelError(errno.EIO, f"MD_CHECK_REFS: {page:#x} is pinned "
+                                             f"{counts.get(page, 0)} times, not {refs}")
+        return 0
+
+    def dev_check_cache(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                        data: bytearray, arg: int) -> int:
+        """iommufd_test_dev_check_cache: ``id`` a DEVICE (ENOENT); the index at most 3 and the
+        word equal (EINVAL)."""
+        fields = layout.unpack(data)
+        device = ctx.get_device(int_field(fields, "id"))
+        cache_id, value = int_field(fields, "cache_id"), int_field(fields, "cache")
+        if (not isinstance(device, MockDevice) or cache_id > MOCK_DEV_CACHE_ID_MAX
+                or device.cache[cache_id] != value):
+            raise KernelError(errno.EINVAL, f"DEV_CHECK_CACHE: cache[{cache_id}] is not {value:#x}")
+        return 0
+
+    def md_check_iotlb(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                       data: bytearray, arg: int) -> int:
+        """iommufd_test_md_check_iotlb: ``id`` must be a nested HWPT (ENOENT). No nested HWPT
+        can exist in our iommufd, so this is always ENOENT."""
+        fields = layout.unpack(data)
+        raise KernelError(errno.ENOENT, f"no nested HWPT {int_field(fields, 'id')}")
+
+    def set_temp_memory_limit(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                              data: bytearray, arg: int) -> int:
+        """Below 12 bytes: EINVAL; else the new batch size (nothing written back)."""
+        limit = int_field(layout.unpack(data), "limit")
+        if limit < _MEMORY_LIMIT_MIN:
+            raise KernelError(errno.EINVAL, f"SET_TEMP_MEMORY_LIMIT: {limit} is below {_MEMORY_LIMIT_MIN}")
+        self.memory_limit = limit
+        return 0
+
+    def trigger_iopf(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                     data: bytearray, arg: int) -> int:
+        """iommufd_test_trigger_iopf: the device (ENOENT), then a page request reported to the
+        IOMMU core, which drops it without a fault handler on the attached domain: 0. (No HWPT
+        of ours has a fault queue.)"""
+        ctx.get_device(int_field(layout.unpack(data), "dev_id"))
+        return 0
+
+    def trigger_vevent(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                       data: bytearray, arg: int) -> int:
+        """iommufd_test_trigger_vevent: the device (ENOENT); with no vIOMMU (none can be
+        allocated here) there is nothing to report: ENOENT."""
+        ctx.get_device(int_field(layout.unpack(data), "dev_id"))
+        raise KernelError(errno.ENOENT, "the mock device is not attached through a vIOMMU")
+
+
+def _selftest_object(ctx: IommufdContext, object_id: int) -> SelftestObject:
+    """iommufd_test_get_selftest_obj: ENOENT for a missing id or another type of object."""
+    obj = ctx.objects.get(object_id)
+    if not isinstance(obj, SelftestObject):
+        raise KernelError(errno.ENOENT, f"no selftest object {object_id}")
+    return obj
+
+
+def _mock_hwpt(ctx: IommufdContext, object_id: int) -> HwptPaging:
+    """get_md_pagetable: a paging HWPT (ENOENT) whose domain is a mock one (EINVAL)."""
+    hwpt = ctx.get_hwpt_paging(object_id)
+    if not is_mock_domain(hwpt.domain):
+        raise KernelError(errno.EINVAL, f"HWPT {object_id} is not a mock domain")
+    return hwpt
+
+
+def _gup(caller: Caller, vaddr: int) -> None:
+    """get_user_pages_fast of the caller's page at ``vaddr`` (read): its errno, EFAULT."""
+    page = vaddr - vaddr % PAGE_SIZE
+    scan = caller.check_user_range(page, PAGE_SIZE, False)
+    if scan.fault is not None:
+        raise KernelError(scan.fault, f"the caller has no page at {page:#x}")
+
+
+def iopte(ioas: Ioas, iova: int) -> ProcessPage | None:
+    """What a domain of ``ioas`` maps IOVA ``iova`` to: the (process, address) of the byte
+    the area covering it comes from, or None when no area does. Every area of an IOAS is in
+    every one of its domains."""
+    area = ioas.areas.first_intersecting(iova, iova)
+    if area is None:
+        return None
+    pages = area.pages
+    return pages.source_key, pages.uptr + area.start_byte_at(iova)
+
+
+def pin_counts(ctx: IommufdContext, process: object, first: int, last: int) -> dict[int, int]:
+    """How many times each page of ``process`` in [first, last] is pinned in ``ctx``: once per
+    pages object holding it."""
+    counts: dict[int, int] = {}
+    seen: set[int] = set()
+    for obj in list(ctx.objects.values()):
+        if not isinstance(obj, Ioas):
+            continue
+        for area in obj.areas:
+            pages = area.pages
+            if id(pages) in seen:
+                continue
+            seen.add(id(pages))
+            if pages.source_key != process:
+                continue
+            _count_pages(pages, first, last, counts)
+    return counts
+
+
+def _count_pages(pages: Pages, first: int, last: int, counts: dict[int, int]) -> None:
+    lo = max(first, pages.uptr)
+    hi = min(last, pages.uptr + pages.npages * PAGE_SIZE - 1)
+    for page in range(lo - lo % PAGE_SIZE, hi + 1, PAGE_SIZE):
+        if pages.is_pinned((page - pages.uptr) // PAGE_SIZE):
+            counts[page] = counts.get(page, 0) + 1
+
+
+def _respond(caller: Caller, arg: int, data: bytearray) -> None:
+    """iommufd_ucmd_respond: min(user size, kernel size) bytes back (EFAULT)."""
+    user_size = int.from_bytes(data[:4], "little")
+    copy_out(caller, arg, bytes(data[:min(user_size, len(data))]))
+
+
+class _TestReservation:
+    """The owner of ADD_RESERVED's ranges (the kernel's NULL owner): never removed by owner."""
+
+    def __repr__(self) -> str:
+        return "<selftest reservation>"
+
+
+_TEST_RESERVATION = _TestReservation()
+
+_HANDLERS = {
+    I.IOMMU_TEST_OP_ADD_RESERVED: MockSelftest.add_reserved,
+    I.IOMMU_TEST_OP_MOCK_DOMAIN: MockSelftest.mock_domain,
+    I.IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS: MockSelftest.mock_domain,
+    I.IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE: MockSelftest.mock_domain_replace,
+    I.IOMMU_TEST_OP_MD_CHECK_MAP: MockSelftest.md_check_map,
+    I.IOMMU_TEST_OP_MD_CHECK_REFS: MockSelftest.md_check_refs,
+    I.IOMMU_TEST_OP_MD_CHECK_IOTLB: MockSelftest.md_check_iotlb,
+    I.IOMMU_TEST_OP_DEV_CHECK_CACHE: MockSelftest.dev_check_cache,
+    I.IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT: MockSelftest.set_temp_memory_limit,
+    I.IOMMU_TEST_OP_TRIGGER_IOPF: MockSelftest.trigger_iopf,
+    I.IOMMU_TEST_OP_TRIGGER_VEVENT: MockSelftest.trigger_vevent,
+}
