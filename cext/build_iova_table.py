@@ -25,7 +25,7 @@ struct iova_hit { uint64_t owner; uint64_t vaddr; uint32_t prot; };
 struct iova_segment { uint64_t owner; uint64_t vaddr; uint64_t vlast; };
 struct iova_fault { uint64_t iova; int reason; };
 
-iova_table *iova_table_new(uint64_t page_size);
+iova_table *iova_table_new(uint64_t page_size, uint64_t dirty_page_size);
 void iova_table_free(iova_table *t);
 uint64_t iova_table_count(iova_table *t);
 int iova_table_map(iova_table *t, uint64_t iova, uint64_t last, uint64_t vaddr, uint32_t prot,

@@ -4,9 +4,12 @@
  * Invariants:
  *  - entries never overlap; each is aligned to the page size at both ends;
  *  - the tree is a BST on `iova` and a max-heap on `prio` (a treap);
- *  - while `tracking`, every entry has a bitmap of its pages (bit i = page iova + i*page_size) and
- *    every pinned page's bit is set (a pin sets it; reading with `clear` re-populates pins);
- *  - pins are a sorted array of (page number, count), count >= 1;
+ *  - dirty bits and pins count in dirty pages (`dirty_page_size`, a multiple of the page size:
+ *    an iommufd IOAS maps byte-granular areas but tracks dirty state per IOMMU page);
+ *  - while `tracking`, every entry is aligned to the dirty page size too and has a bitmap of its
+ *    dirty pages (bit i = dirty page iova + i*dirty_page_size), and every pinned page's bit is
+ *    set (a pin sets it; reading with `clear` re-populates pins);
+ *  - pins are a sorted array of (dirty page number, count), count >= 1;
  *  - when `ix_valid`, ix_* hold every entry in ascending order (the flat lookup index); any
  *    mutation of the entry set invalidates it.
  */
@@ -34,7 +37,8 @@ struct iova_table {
     struct node *root;
     uint64_t count;
     uint64_t page_size;
-    unsigned shift;
+    uint64_t dirty_page_size;
+    unsigned dshift;
     uint64_t rng;
     int tracking;
 
@@ -124,9 +128,10 @@ static uint32_t next_prio(iova_table *t)
     return (uint32_t)((t->rng * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
+/* Dirty pages of an entry (aligned to the dirty page size while tracking). */
 static uint64_t node_pages(const iova_table *t, const struct node *n)
 {
-    return ((n->last - n->iova) >> t->shift) + 1;
+    return ((n->last - n->iova) >> t->dshift) + 1;
 }
 
 /* l: entries with iova < key; r: the others. */
@@ -371,24 +376,37 @@ static void pins_remove_range(iova_table *t, uint64_t p0, uint64_t p1)
 /* Sets the bits of the pinned pages of [s, e] (inside entry n) in n's bitmap. */
 static void pins_populate(iova_table *t, struct node *n, uint64_t s, uint64_t e)
 {
-    size_t i = pins_lower(t, s >> t->shift), end = pins_upper(t, e >> t->shift);
+    size_t i = pins_lower(t, s >> t->dshift), end = pins_upper(t, e >> t->dshift);
     for (; i < end; i++)
-        bits_set(n->dirty, ((t->pin_page[i] << t->shift) - n->iova) >> t->shift, 1);
+        bits_set(n->dirty, ((t->pin_page[i] << t->dshift) - n->iova) >> t->dshift, 1);
 }
 
 /* ---------------------------------------------------------------- argument checks */
 
+static int aligned_range(uint64_t iova, uint64_t last, uint64_t unit)
+{
+    uint64_t mask = unit - 1;
+    return last >= iova && (iova & mask) == 0 && (last & mask) == mask;
+}
+
+/* A non-empty range aligned to the page size (maps, unmaps). */
 static int range_ok(const iova_table *t, uint64_t iova, uint64_t last)
 {
-    uint64_t mask = t->page_size - 1;
-    return last >= iova && (iova & mask) == 0 && (last & mask) == mask;
+    return aligned_range(iova, last, t->page_size);
+}
+
+/* A non-empty range aligned to the dirty page size (dirty bitmaps, pins). */
+static int drange_ok(const iova_table *t, uint64_t iova, uint64_t last)
+{
+    return aligned_range(iova, last, t->dirty_page_size);
 }
 
 /* ---------------------------------------------------------------- public interface */
 
-iova_table *iova_table_new(uint64_t page_size)
+iova_table *iova_table_new(uint64_t page_size, uint64_t dirty_page_size)
 {
-    if (page_size == 0 || (page_size & (page_size - 1)))
+    if (page_size == 0 || (page_size & (page_size - 1)) || dirty_page_size < page_size ||
+        (dirty_page_size & (dirty_page_size - 1)))
         return NULL;
     iova_table *t = calloc(1, sizeof *t);
     if (!t)
@@ -398,7 +416,8 @@ iova_table *iova_table_new(uint64_t page_size)
         return NULL;
     }
     t->page_size = page_size;
-    t->shift = (unsigned)__builtin_ctzll(page_size);
+    t->dirty_page_size = dirty_page_size;
+    t->dshift = (unsigned)__builtin_ctzll(dirty_page_size);
     t->rng = 0x9E3779B97F4A7C15ull;
     return t;
 }
@@ -454,7 +473,7 @@ int iova_table_map(iova_table *t, uint64_t iova, uint64_t last, uint64_t vaddr, 
     n->prio = next_prio(t);
     if (t->tracking) {
         uint64_t pages = node_pages(t, n);
-        if (pages > IOVA_DIRTY_PAGES_MAX) {
+        if (pages > IOVA_DIRTY_PAGES_MAX || !drange_ok(t, iova, last)) {
             free(n);
             ret = -EINVAL;
             goto out;
@@ -488,11 +507,15 @@ static int cut_prepare(iova_table *t, uint64_t x, struct cut *c)
         c->e = NULL;
         return 0;
     }
+    if (t->tracking && (x & (t->dirty_page_size - 1))) {
+        c->e = NULL;   /* a dirty page cannot be split between two entries */
+        return -EINVAL;
+    }
     c->piece = calloc(1, sizeof *c->piece);
     if (!c->piece)
         return -ENOMEM;
     if (t->tracking) {
-        c->bits = calloc(words_for(((c->e->last - x) >> t->shift) + 1), sizeof(uint64_t));
+        c->bits = calloc(words_for(((c->e->last - x) >> t->dshift) + 1), sizeof(uint64_t));
         if (!c->bits) {
             free(c->piece);
             c->piece = NULL;
@@ -510,8 +533,8 @@ static void cut_apply(iova_table *t, uint64_t x, struct cut *c)
         return;
     struct node *e = tree_find(t->root, x);
     struct node *p = c->piece;
-    uint64_t off = (x - e->iova) >> t->shift;
-    uint64_t pages = ((e->last - x) >> t->shift) + 1;
+    uint64_t off = (x - e->iova) >> t->dshift;
+    uint64_t pages = ((e->last - x) >> t->dshift) + 1;
     p->iova = x;
     p->last = e->last;
     p->vaddr = e->vaddr + (x - e->iova);
@@ -545,12 +568,12 @@ int64_t iova_table_unmap(iova_table *t, uint64_t iova, uint64_t last, struct iov
         ret = (int64_t)n;
         goto out;
     }
-    if (cut_prepare(t, iova, &lo) || (last != UINT64_MAX && cut_prepare(t, last + 1, &hi))) {
+    if ((ret = cut_prepare(t, iova, &lo)) != 0 ||
+        (last != UINT64_MAX && (ret = cut_prepare(t, last + 1, &hi)) != 0)) {
         if (lo.piece) {
             free(lo.piece);
             free(lo.bits);
         }
-        ret = -ENOMEM;
         goto out;
     }
     cut_apply(t, iova, &lo);
@@ -568,7 +591,7 @@ int64_t iova_table_unmap(iova_table *t, uint64_t iova, uint64_t last, struct iov
     free_nodes(m);
     t->root = merge(l, r);
     t->count -= k;
-    pins_remove_range(t, iova >> t->shift, last >> t->shift);
+    pins_remove_range(t, iova >> t->dshift, last >> t->dshift);
     changed(t);
     ret = (int64_t)k;
 out:
@@ -754,7 +777,7 @@ static int check_bitmap_sizes(const iova_table *t, const struct node *n)
     while (n) {
         if (check_bitmap_sizes(t, n->l))
             return -EINVAL;
-        if (node_pages(t, n) > IOVA_DIRTY_PAGES_MAX)
+        if (node_pages(t, n) > IOVA_DIRTY_PAGES_MAX || !drange_ok(t, n->iova, n->last))
             return -EINVAL;
         n = n->r;
     }
@@ -818,7 +841,7 @@ static void mark_range(iova_table *t, uint64_t iova, uint64_t last)
     while (e && e->iova <= last) {
         uint64_t s = e->iova > iova ? e->iova : iova;
         uint64_t en = e->last < last ? e->last : last;
-        uint64_t p0 = (s - e->iova) >> t->shift, p1 = (en - e->iova) >> t->shift;
+        uint64_t p0 = (s - e->iova) >> t->dshift, p1 = (en - e->iova) >> t->dshift;
         bits_set(e->dirty, p0, p1 - p0 + 1);
         if (e->last >= last)
             break;
@@ -841,11 +864,11 @@ int iova_table_read_dirty(iova_table *t, uint64_t iova, uint64_t last, int clear
 {
     int ret = 0;
     pthread_mutex_lock(&t->lock);
-    if (!t->tracking || !range_ok(t, iova, last)) {
+    if (!t->tracking || !drange_ok(t, iova, last)) {
         ret = -EINVAL;
         goto out;
     }
-    uint64_t pages = ((last - iova) >> t->shift) + 1;
+    uint64_t pages = ((last - iova) >> t->dshift) + 1;
     if (pages > IOVA_DIRTY_PAGES_MAX || nwords < words_for(pages)) {
         ret = -EINVAL;
         goto out;
@@ -854,9 +877,9 @@ int iova_table_read_dirty(iova_table *t, uint64_t iova, uint64_t last, int clear
     while (e && e->iova <= last) {
         uint64_t s = e->iova > iova ? e->iova : iova;
         uint64_t en = e->last < last ? e->last : last;
-        uint64_t src = (s - e->iova) >> t->shift;
-        uint64_t cnt = ((en - s) >> t->shift) + 1;
-        uint64_t dst = (s - iova) >> t->shift;
+        uint64_t src = (s - e->iova) >> t->dshift;
+        uint64_t cnt = ((en - s) >> t->dshift) + 1;
+        uint64_t dst = (s - iova) >> t->dshift;
         if (all_mapped)
             bits_set(bitmap, dst, cnt);
         else
@@ -878,7 +901,7 @@ int iova_table_pin(iova_table *t, uint64_t iova, uint64_t last, uint32_t access)
 {
     int ret = 0;
     pthread_mutex_lock(&t->lock);
-    if (!range_ok(t, iova, last) || access > (IOVA_PROT_READ | IOVA_PROT_WRITE)) {
+    if (!drange_ok(t, iova, last) || access > (IOVA_PROT_READ | IOVA_PROT_WRITE)) {
         ret = -EINVAL;
         goto out;
     }
@@ -897,7 +920,7 @@ int iova_table_pin(iova_table *t, uint64_t iova, uint64_t last, uint32_t access)
             break;
         cursor = e->last + 1;
     }
-    uint64_t p0 = iova >> t->shift, p1 = last >> t->shift;
+    uint64_t p0 = iova >> t->dshift, p1 = last >> t->dshift;
     uint64_t add = p1 - p0 + 1;
     if (add > SIZE_MAX / 2 - t->npins) {
         ret = -ENOMEM;
@@ -950,11 +973,11 @@ int iova_table_unpin(iova_table *t, uint64_t iova, uint64_t last)
 {
     int ret = 0;
     pthread_mutex_lock(&t->lock);
-    if (!range_ok(t, iova, last)) {
+    if (!drange_ok(t, iova, last)) {
         ret = -EINVAL;
         goto out;
     }
-    size_t lo = pins_lower(t, iova >> t->shift), hi = pins_upper(t, last >> t->shift);
+    size_t lo = pins_lower(t, iova >> t->dshift), hi = pins_upper(t, last >> t->dshift);
     size_t w = lo;
     for (size_t i = lo; i < hi; i++) {
         if (--t->pin_cnt[i]) {
@@ -976,7 +999,7 @@ out:
 uint64_t iova_table_pin_count(iova_table *t, uint64_t iova)
 {
     pthread_mutex_lock(&t->lock);
-    uint64_t page = iova >> t->shift, c = 0;
+    uint64_t page = iova >> t->dshift, c = 0;
     size_t i = pins_lower(t, page);
     if (i < t->npins && t->pin_page[i] == page)
         c = t->pin_cnt[i];

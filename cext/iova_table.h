@@ -66,8 +66,12 @@ struct iova_fault {
     int reason;      /* IOVA_FAULT_* */
 };
 
-/* A table whose page size is `page_size` (a power of two); NULL if invalid or out of memory. */
-iova_table *iova_table_new(uint64_t page_size);
+/* A table whose mappings are aligned to `page_size` and whose dirty bits and pins count in
+ * pages of `dirty_page_size` (both powers of two, dirty_page_size >= page_size; type1 uses one
+ * size for both, an iommufd IOAS maps bytes but tracks IOMMU pages). While dirty tracking is on,
+ * every entry must be aligned to the dirty page size as well: mapping, or cutting an entry
+ * (unmap), at a finer alignment is -EINVAL then. NULL if invalid or out of memory. */
+iova_table *iova_table_new(uint64_t page_size, uint64_t dirty_page_size);
 void iova_table_free(iova_table *t);
 uint64_t iova_table_count(iova_table *t);
 
@@ -108,7 +112,8 @@ int64_t iova_table_translate(iova_table *t, uint64_t iova, uint64_t last, uint32
 
 /* Dirty tracking (VFIO_IOMMU_DIRTY_PAGES START/STOP): starting while on does nothing; starting
  * gives every entry a clean bitmap with its pinned pages set. -EINVAL if an entry has more than
- * IOVA_DIRTY_PAGES_MAX pages, -ENOMEM. Stopping drops every bitmap. */
+ * IOVA_DIRTY_PAGES_MAX dirty pages or is not aligned to the dirty page size, -ENOMEM. Stopping
+ * drops every bitmap. Below, "page" means a dirty page. */
 int iova_table_start_dirty(iova_table *t);
 void iova_table_stop_dirty(iova_table *t);
 int iova_table_dirty_tracking(iova_table *t);
@@ -117,7 +122,7 @@ int iova_table_dirty_tracking(iova_table *t);
  * is off), as vfio_dma_rw does after a successful copy. */
 void iova_table_mark_dirty(iova_table *t, uint64_t iova, uint64_t last);
 
-/* ORs the dirty state of the pages of [iova, last] into `bitmap` (bit i = page iova + i*page_size,
+/* ORs the dirty state of the pages of [iova, last] into `bitmap` (bit i = page iova + i*dirty_page_size,
  * u64 words; the caller zeroes it, nwords >= ceil(npages/64)). With `all_mapped`, every mapped
  * page is reported (the kernel's rule when a group cannot report dirty pages and all pages are
  * pinned and mapped). With `clear`, the range's bits are then reset to its pinned pages

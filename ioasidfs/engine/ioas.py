@@ -47,7 +47,6 @@ import bisect
 import enum
 import errno
 import heapq
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -441,8 +440,6 @@ class AreaTree:
             self._firsts[b:b + 1] = [block[0].iova, block[self.LOAD].iova]
 
 
-_NONZERO = re.compile(rb"[^\x00]")
-
 
 def _iova_of(area: Area) -> int:
     return area.iova
@@ -507,7 +504,9 @@ class Ioas:
                  owners: OwnerRegistry | None = None) -> None:
         self.accounting = accounting if accounting is not None else Accounting()
         self.owners = owners if owners is not None else OwnerRegistry()
-        self.table: TranslationTable = new_table(1)
+        # Byte-granular mappings (an area may start at any byte without a domain); dirty bits
+        # per IOMMU page (a VT-d second-level PTE of PAGE_SIZE).
+        self.table: TranslationTable = new_table(1, dirty_page_size=PAGE_SIZE)
         self.areas = AreaTree()
         self.reserved: list[Reserved] = []
         self.allowed: list[tuple[int, int]] = []
@@ -926,12 +925,9 @@ class Ioas:
 
     # ---------------------------------------------------------------- dirty tracking
     # The IOAS's translation table is the one place dirty bits live: device writes mark it
-    # (devices/dma.py), the HWPT ioctls read it through these. The table is byte-granular (an
-    # area may start at any byte without a domain), while dirty state is per IOMMU page (a
-    # VT-d second-level PTE of PAGE_SIZE): a page is dirty when any byte of it was written.
-
-    DIRTY_CHUNK = 64 << 20
-    """IOVA bytes read from the table per call (its byte-granular bitmap of a chunk is 8 MiB)."""
+    # (devices/dma.py), the HWPT ioctls read it through these. Its dirty bits count IOMMU pages
+    # (PAGE_SIZE): a page is dirty when any byte of it was written. Tracking needs a domain, and
+    # with a domain every area is page-aligned, as the table requires while tracking.
 
     def start_dirty_tracking(self) -> None:
         """Tracking on, every page clean (also when it was on: iopt_set_dirty_tracking clears
@@ -966,31 +962,15 @@ class Ioas:
         return dirty
 
     def _read_dirty_pages(self, start: int, last: int, *, clear: bool) -> list[int]:
-        """Dirty pages of one mapped run [start, last] (page-aligned when a domain exists;
-        otherwise the pages touching the run)."""
+        """Dirty pages of one mapped run [start, last], widened to whole pages."""
+        first = start - start % PAGE_SIZE
+        end = last - last % PAGE_SIZE + PAGE_SIZE
+        bits = int.from_bytes(self.table.read_dirty(first, end - first, clear=clear), "little")
         pages: list[int] = []
-        first_page = start - start % PAGE_SIZE
-        seen = -1
-        cursor = start
-        while cursor <= last:
-            end = min(last, cursor + self.DIRTY_CHUNK - 1)
-            bitmap = self.table.read_dirty(cursor, end - cursor + 1, clear=clear)
-            # Bit i of the table's bitmap is byte cursor+i: find the set bytes of the bitmap,
-            # then skip to the next page (8 bitmap bytes per 64 IOVA bytes).
-            pos = 0
-            while True:
-                hit = _NONZERO.search(bitmap, pos)
-                if hit is None:
-                    break
-                byte = cursor + hit.start() * 8
-                page = byte - byte % PAGE_SIZE
-                if page != seen:
-                    pages.append(page)
-                    seen = page
-                next_page = page + PAGE_SIZE
-                pos = (next_page - cursor) // 8
-            cursor = end + 1
-        assert not pages or pages[0] >= first_page
+        while bits:
+            low = bits & -bits
+            pages.append(first + (low.bit_length() - 1) * PAGE_SIZE)
+            bits ^= low
         return pages
 
     # ---------------------------------------------------------------- lifetime

@@ -130,6 +130,13 @@ class TranslationTable(Protocol):
     @property
     def page_size(self) -> int: ...
 
+    @property
+    def dirty_page_size(self) -> int:
+        """What dirty bits and pins count in: the page size, or (an iommufd IOAS, which maps
+        bytes but tracks IOMMU pages) a multiple of it. While tracking is on, every entry is
+        aligned to it: a map or an unmap cut finer than that is EINVAL."""
+        ...
+
     def __len__(self) -> int: ...
 
     def map(self, iova: int, length: int, vaddr: int, prot: int, owner: int) -> None:
@@ -234,6 +241,25 @@ def _check_page_size(page_size: int) -> None:
         raise ValueError(f"page size {page_size} is not a power of two below 2^64")
 
 
+def _dirty_unit(page_size: int, dirty_page_size: int | None) -> int:
+    """The dirty page size: the page size unless given; a power of two, at least the page
+    size (ValueError otherwise)."""
+    _check_page_size(page_size)
+    unit = page_size if dirty_page_size is None else dirty_page_size
+    _check_page_size(unit)
+    if unit < page_size:
+        raise ValueError(f"dirty page size {unit} is below the page size {page_size}")
+    return unit
+
+
+def _tracking_alignment(iova: int, length: int, unit: int, what: str) -> None:
+    """While tracking, entries stay aligned to the dirty page size (one bit per dirty page
+    cannot be split between two entries): EINVAL otherwise."""
+    if (iova | length) & (unit - 1):
+        raise KernelError(errno.EINVAL, f"{what}: [{iova:#x}, +{length:#x}) is not aligned to the "
+                                        f"{unit:#x}-byte dirty page while dirty tracking is on")
+
+
 def _aligned_span(iova: int, length: int, page_size: int, what: str) -> int:
     """The last byte of a non-empty, page-aligned range inside the u64 space (else EINVAL)."""
     if length <= 0 or iova < 0 or iova + length > _U64:
@@ -323,10 +349,11 @@ class PyTranslationTable:
     bottom of 60k entries costs about what it costs in an empty table.
     """
 
-    def __init__(self, page_size: int = DEFAULT_PAGE_SIZE) -> None:
-        _check_page_size(page_size)
+    def __init__(self, page_size: int = DEFAULT_PAGE_SIZE,
+                 dirty_page_size: int | None = None) -> None:
+        self._dirty_page_size = _dirty_unit(page_size, dirty_page_size)
         self._page_size = page_size
-        self._shift = page_size.bit_length() - 1
+        self._shift = self._dirty_page_size.bit_length() - 1   # dirty pages and pins
         self._tree: IntervalBlocks[_Entry] = IntervalBlocks(_entry_iova, _entry_last)
         self._find = self._tree.containing
         self._overlapping = self._tree.overlapping
@@ -336,6 +363,10 @@ class PyTranslationTable:
     @property
     def page_size(self) -> int:
         return self._page_size
+
+    @property
+    def dirty_page_size(self) -> int:
+        return self._dirty_page_size
 
     def __len__(self) -> int:
         return len(self._tree)
@@ -355,6 +386,7 @@ class PyTranslationTable:
         if self._tracking:
             if length >> self._shift > DIRTY_PAGES_MAX:
                 raise KernelError(errno.EINVAL, "map: too many pages for a dirty bitmap")
+            _tracking_alignment(iova, length, self._dirty_page_size, "map")
             dirty = 0
         self._tree.insert(_Entry(iova, last, vaddr, prot, owner, dirty))
 
@@ -376,6 +408,11 @@ class PyTranslationTable:
         last = _aligned_span(iova, length, self._page_size, "unmap")
         if self._tree.first_overlapping(iova, last) is None:
             return []
+        if self._tracking:
+            for x in (iova, last + 1):
+                e = self._find(x) if x <= _U64_MAX else None
+                if e is not None and e.iova != x:
+                    _tracking_alignment(x, 0, self._dirty_page_size, "unmap")
         self._cut(iova)
         if last < _U64_MAX:
             self._cut(last + 1)
@@ -446,8 +483,11 @@ class PyTranslationTable:
     def start_dirty_tracking(self) -> None:
         if self._tracking:
             return
-        if any(self._npages(e) > DIRTY_PAGES_MAX for e in self._entries()):
-            raise KernelError(errno.EINVAL, "a mapping has too many pages for a dirty bitmap")
+        unit = self._dirty_page_size
+        if any(self._npages(e) > DIRTY_PAGES_MAX or (e.iova | (e.last + 1)) & (unit - 1)
+               for e in self._entries()):
+            raise KernelError(errno.EINVAL, "a mapping has too many pages for a dirty bitmap, or "
+                                            "is not aligned to the dirty page size")
         for e in self._entries():
             e.dirty = 0
             self._populate(e, e.iova, e.last)
@@ -487,7 +527,7 @@ class PyTranslationTable:
                    all_mapped: bool = False) -> bytes:
         if not self._tracking:
             raise KernelError(errno.EINVAL, "dirty bitmap requested while tracking is off")
-        pages = _bitmap_pages(iova, length, self._page_size)
+        pages = _bitmap_pages(iova, length, self._dirty_page_size)
         last = iova + length - 1
         bits = 0
         for e, s, end in self._walk(iova, last):
@@ -504,7 +544,7 @@ class PyTranslationTable:
         return bits.to_bytes(8 * ((pages + 63) // 64), "little")
 
     def pin(self, iova: int, length: int, access: int) -> None:
-        last = _aligned_span(iova, length, self._page_size, "pin")
+        last = _aligned_span(iova, length, self._dirty_page_size, "pin")
         _check_access(access, "pin")
         cursor = iova
         while True:
@@ -523,7 +563,7 @@ class PyTranslationTable:
                 self._set_pages(e, s, end)
 
     def unpin(self, iova: int, length: int) -> None:
-        last = _aligned_span(iova, length, self._page_size, "unpin")
+        last = _aligned_span(iova, length, self._dirty_page_size, "unpin")
         p0, p1 = iova >> self._shift, last >> self._shift
         for page in [p for p in self._pins if p0 <= p <= p1]:
             if self._pins[page] == 1:
@@ -552,13 +592,14 @@ class CTranslationTable:
     Output buffers are kept per table and grown on demand; the C call reports how many items it
     needs and changes nothing when the buffer is too small."""
 
-    def __init__(self, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+    def __init__(self, page_size: int = DEFAULT_PAGE_SIZE,
+                 dirty_page_size: int | None = None) -> None:
         if _C is None:
             raise RuntimeError("the C translation extension is not available")
-        _check_page_size(page_size)
+        self._dirty_page_size = _dirty_unit(page_size, dirty_page_size)
         self._ffi: Any = _C.ffi
         self._lib: Any = _C.lib
-        table = self._lib.iova_table_new(page_size)
+        table = self._lib.iova_table_new(page_size, self._dirty_page_size)
         if table == self._ffi.NULL:
             raise MemoryError("iova_table_new")
         self._t: Any = self._ffi.gc(table, self._lib.iova_table_free)
@@ -572,6 +613,10 @@ class CTranslationTable:
     def page_size(self) -> int:
         return self._page_size
 
+    @property
+    def dirty_page_size(self) -> int:
+        return self._dirty_page_size
+
     def __len__(self) -> int:
         return int(self._lib.iova_table_count(self._t))
 
@@ -581,6 +626,9 @@ class CTranslationTable:
         if ret:
             if ret == -errno.EEXIST:
                 raise KernelError(errno.EEXIST, f"map: [{iova:#x}, {last:#x}] overlaps a mapping")
+            if ret == -errno.EINVAL:
+                raise KernelError(errno.EINVAL, "map: too many pages for a dirty bitmap, or not "
+                                                "aligned to the dirty page size while tracking")
             _raise_errno(ret, "map")
 
     def _mapping_list(self, fn: Any, iova: int, last: int, what: str) -> list[Mapping]:
@@ -675,7 +723,7 @@ class CTranslationTable:
                    all_mapped: bool = False) -> bytes:
         if not self._lib.iova_table_dirty_tracking(self._t):
             raise KernelError(errno.EINVAL, "dirty bitmap requested while tracking is off")
-        pages = _bitmap_pages(iova, length, self._page_size)
+        pages = _bitmap_pages(iova, length, self._dirty_page_size)
         nwords = (pages + 63) // 64
         words = self._ffi.new("uint64_t[]", nwords)
         ret = self._lib.iova_table_read_dirty(self._t, iova, iova + length - 1, int(clear),
@@ -686,7 +734,7 @@ class CTranslationTable:
         return bytes(self._ffi.buffer(words))
 
     def pin(self, iova: int, length: int, access: int) -> None:
-        last = _aligned_span(iova, length, self._page_size, "pin")
+        last = _aligned_span(iova, length, self._dirty_page_size, "pin")
         _check_access(access, "pin")
         ret = self._lib.iova_table_pin(self._t, iova, last, access)
         if ret == -errno.EINVAL:
@@ -697,7 +745,7 @@ class CTranslationTable:
             _raise_errno(ret, "pin")
 
     def unpin(self, iova: int, length: int) -> None:
-        last = _aligned_span(iova, length, self._page_size, "unpin")
+        last = _aligned_span(iova, length, self._dirty_page_size, "unpin")
         ret = self._lib.iova_table_unpin(self._t, iova, last)
         if ret:
             _raise_errno(ret, "unpin")
@@ -769,11 +817,12 @@ if _C is None and not _PURE:
                 "implementation", _C_ERROR)
 
 
-def new_table(page_size: int = DEFAULT_PAGE_SIZE, *, backend: str | None = None) -> TranslationTable:
+def new_table(page_size: int = DEFAULT_PAGE_SIZE, *, dirty_page_size: int | None = None,
+              backend: str | None = None) -> TranslationTable:
     """A new, empty table of :data:`BACKEND` (or of ``backend``: ``"c"`` or ``"python"``)."""
     chosen = backend or BACKEND
     if chosen == "c":
-        return CTranslationTable(page_size)
+        return CTranslationTable(page_size, dirty_page_size)
     if chosen == "python":
-        return PyTranslationTable(page_size)
+        return PyTranslationTable(page_size, dirty_page_size)
     raise ValueError(f"unknown translation backend {chosen!r}")
