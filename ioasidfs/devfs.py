@@ -722,6 +722,11 @@ class StagedFile:
             raise KernelError(errno.EIO, f"opening {self.node.path} did not carry the new file")
         return fd
 
+    def installed(self, fd: int) -> int:
+        """The caller has it as ``fd``: what the ioctl returns (the file decides). Needs the
+        engine lock."""
+        return self.file.fd_installed(fd)
+
     def abandon(self) -> None:
         """It could not be opened: release the engine's file. Needs the engine lock."""
         if not self.claimed:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from .config import Config
-from .engine.files import FileKind
+from .engine.files import ACCESS_NODE_KEY, FileKind
 from .sysfs import build_sysfs
 
 
@@ -87,6 +87,8 @@ class DevTree:
         self.device_fds = self._add(DEVICE_FDS_DIR, None, 0o755, self.root)
         for device in config.devices:
             self._add(device.bdf, FileKind.DEVICE, 0o600, self.device_fds, key=device.bdf)
+        # ...and this one for the selftest's access fds (IOMMU_TEST_CMD CREATE_ACCESS).
+        self._add(ACCESS_NODE_KEY, FileKind.ACCESS, 0o600, self.device_fds, key=ACCESS_NODE_KEY)
         self.sysfs = build_sysfs(self, config)
 
     def _add(self, name: str, kind: FileKind | None, mode: int, parent: Node | None, key: object = None) -> Node:

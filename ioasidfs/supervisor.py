@@ -49,6 +49,10 @@ class NewFile(Protocol):
         """It could not be opened: drop it. Engine lock held."""
         ...
 
+    # Optional: ``installed(fd) -> int``, called (engine lock held) once the file is ``fd`` in
+    # the caller, returns the ioctl's value -- for an ioctl that reports the new fd inside its
+    # struct (IOMMU_TEST_CMD's CREATE_ACCESS) rather than as its return value.
+
 
 class TrapHandler(Protocol):
     """What the supervisor needs from the filesystem (``devfs.DevFs``)."""
@@ -180,7 +184,18 @@ async def _install(listener: int, nid: int, new: NewFile, engine_lock: trio.Lock
     # close() sends FLUSH and waits for it (devfs.DevFs.flush): close from a thread, so that
     # the readers on this one stay free to answer.
     await trio.to_thread.run_sync(os.close, ours)
-    seccomp.send(listener, nid, val=installed)
+    value = installed
+    report: Callable[[int], int] | None = getattr(new, "installed", None)
+    try:
+        if report is not None:
+            async with engine_lock:
+                value = await trio.to_thread.run_sync(report, installed)
+    except KernelError as error:
+        # The ioctl reports the fd in its struct and could not write it (EFAULT): the kernel
+        # would not have installed it; ours stays open in the caller.
+        seccomp.send(listener, nid, error=_usable_errno(error))
+        return
+    seccomp.send(listener, nid, val=value)
 
 
 def _usable_errno(error: KernelError) -> int:

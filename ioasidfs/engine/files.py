@@ -22,8 +22,13 @@ class FileKind(enum.Enum):
     CDEV = "cdev"  # /dev/vfio/devices/vfioN
     IOMMUFD = "iommufd"  # /dev/iommu, /dev/ioasid
     DEVICE = "device"  # an fd from VFIO_GROUP_GET_DEVICE_FD
+    ACCESS = "access"  # an fd from IOMMU_TEST_CMD(CREATE_ACCESS): the selftest's iommufd_access
     FAULTS = "faults"  # /faults at the mount's root: the IOMMU fault log (read-only text)
     SYSFS = "sysfs"  # a file of the fake sysfs (attributes, config space)
+
+
+ACCESS_NODE_KEY = "iommufd_access"
+"""The key of the node access files are opened through (``devfds/iommufd_access``)."""
 
 
 class OpenFile:
@@ -36,6 +41,12 @@ class OpenFile:
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         raise NotImplementedError
+
+    def fd_installed(self, fd: int) -> int:
+        """This new file (an ioctl's answer) is now ``fd`` in the caller: what the ioctl
+        returns. Most ioctls return the fd itself (VFIO_GROUP_GET_DEVICE_FD); one that reports
+        it inside its struct writes it there and returns 0."""
+        return fd
 
     def read(self, caller: Caller, offset: int, size: int) -> bytes:
         # No .read/.read_iter in the file_operations: vfs_read fails with EINVAL.

@@ -509,6 +509,9 @@ class Ioas:
         self.table: TranslationTable = new_table(1, dirty_page_size=PAGE_SIZE)
         self.areas = AreaTree()
         self.reserved: list[Reserved] = []
+        # Who must let go of an IOVA range before it is unmapped (an iommufd_access's ops->unmap,
+        # iommufd_access_notify_unmap): called with each area's [iova, last] being removed.
+        self.unmap_notifiers: list[Callable[[int, int], None]] = []
         self.allowed: list[tuple[int, int]] = []
         self.domains: list[Domain] = []
         self.large_pages_disabled = False
@@ -880,6 +883,9 @@ class Ioas:
         sticks_out = doomed[-1].last > last
         if sticks_out:
             doomed.pop()
+        for area in doomed:  # the accesses drop their pins first (area->num_accesses)
+            for notify in list(self.unmap_notifiers):
+                notify(area.iova, area.last)
         if doomed:
             self.areas.remove_run(doomed[0], len(doomed))
             # The run is consecutive: one table call removes exactly its areas.

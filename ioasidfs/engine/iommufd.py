@@ -148,8 +148,21 @@ class BoundDevice:
 
 
 class ContextObject:
-    """An object of a kind another module owns (the selftest's IOMMUFD_OBJ_SELFTEST): the
-    objects table holds it, and IOMMU_DESTROY or the context's release call :meth:`destroy`."""
+    """An object of a kind another module owns (the selftest's IOMMUFD_OBJ_SELFTEST and
+    IOMMUFD_OBJ_ACCESS): the objects table holds it, and IOMMU_DESTROY or the context's release
+    call :meth:`destroy`. What else holds it, what it holds, and whether it keeps the context
+    alive, it says itself."""
+
+    #: Whether the object holds a reference on the context (an access: iommufd_ctx_get).
+    holds_context = False
+
+    def extra_users(self) -> int:
+        """References on the object besides the objects table's (its driver's, for instance)."""
+        return 0
+
+    def holds(self, obj: object) -> bool:
+        """Whether the object holds a reference on ``obj`` (an access on its IOAS)."""
+        return False
 
     def destroy(self, ctx: IommufdContext) -> None:
         """The object's destructor (the kernel's ``iommufd_object_ops.destroy``)."""
@@ -206,11 +219,14 @@ class IommufdContext:
     def users(self, obj: object) -> int:
         """The object's reference count (spec §2.2 O3): the table's, plus what holds it."""
         if isinstance(obj, Ioas):
-            return 1 + sum(1 for h in self.hwpts if h.ioas is obj)
+            return (1 + sum(1 for h in self.hwpts if h.ioas is obj)
+                    + sum(1 for o in self.objects.values() if isinstance(o, ContextObject) and o.holds(obj)))
         if isinstance(obj, HwptPaging):
             return 1 + len(obj.devices)
         if isinstance(obj, BoundDevice):
             return 2 + (obj.hwpt is not None)  # the table, its driver, its attachment
+        if isinstance(obj, ContextObject):
+            return 1 + obj.extra_users()
         return 1
 
     def get_ioas(self, object_id: int) -> Ioas:
@@ -249,7 +265,8 @@ class IommufdContext:
         self._release_if_unused()
 
     def _release_if_unused(self) -> None:
-        if self.file_open or self.groups or any(d.holds_context for d in self.devices):
+        if self.file_open or self.groups or any(d.holds_context for d in self.devices) or any(
+                isinstance(o, ContextObject) and o.holds_context for o in self.objects.values()):
             return
         # iommufd_fops_release: passes in id order over the objects only the table holds.
         while self.objects:
@@ -260,6 +277,12 @@ class IommufdContext:
             for object_id in freed:
                 obj = self.objects.pop(object_id)
                 self._destructor(obj)
+
+    def drop_object(self, obj: ContextObject) -> None:
+        """An object its owner destroyed itself (an access whose fd was closed): it leaves the
+        table, and the context goes if that was the last thing holding it."""
+        del self.objects[self.id_of(obj)]
+        self._release_if_unused()
 
     # ---- the compat IOAS (vfio_compat.c)
     def compat_ioas(self) -> Ioas:

@@ -31,12 +31,13 @@ import errno
 import logging
 
 from ..config import IommuConfig
-from ..errors import KernelError
+from ..errors import IommuFault, KernelError
 from ..uapi import iommufd as I
 from ..uapi.layout import Layout
 from .argsz import copy_out, int_field
 from .caller import PAGE_SIZE, Caller
-from .ioas import U64_MAX, Domain, Ioas, Pages
+from .files import ACCESS_NODE_KEY, FileKind, OpenFile
+from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Domain, Ioas, Pages
 from .iommufd import BoundDevice, ContextObject, HwptPaging, IommufdContext
 
 log = logging.getLogger("ioasidfs.engine")
@@ -360,3 +361,328 @@ _HANDLERS = {
     I.IOMMU_TEST_OP_TRIGGER_IOPF: MockSelftest.trigger_iopf,
     I.IOMMU_TEST_OP_TRIGGER_VEVENT: MockSelftest.trigger_vevent,
 }
+
+
+# ------------------------------------------------------------------------------ accesses
+
+class AccessItem:
+    """``struct selftest_access_item``: one ACCESS_PAGES pin, [iova, iova+length-1], and the
+    (pages, first, last) page-index runs it holds."""
+
+    def __init__(self, item_id: int, iova: int, length: int,
+                 runs: list[tuple[Pages, int, int]]) -> None:
+        self.id = item_id
+        self.iova = iova
+        self.length = length
+        self.runs = runs
+
+    @property
+    def last(self) -> int:
+        return self.iova + self.length - 1
+
+
+class Access(ContextObject):
+    """IOMMUFD_OBJ_ACCESS with the selftest driver's state (``struct selftest_access``): an
+    in-kernel user of an IOAS that reads and writes it by IOVA (ACCESS_RW) and, if created with
+    NEEDS_PIN_PAGES, pins pages of it (ACCESS_PAGES items, numbered from 0).
+
+    Its driver holds it (IOMMU_DESTROY of its id is EBUSY) and it holds the context
+    (iommufd_access_create takes a context reference) and its IOAS (IOMMU_DESTROY of the IOAS is
+    EBUSY while it is attached). It goes when its fd's last reference is closed
+    (:class:`AccessFile`): every item unpinned, detached, its id freed. An unmap of IOVAs it
+    pinned makes it drop those items first (ops->unmap)."""
+
+    holds_context = True
+
+    def __init__(self, ctx: IommufdContext, needs_pin_pages: bool) -> None:
+        self.ctx = ctx
+        self.needs_pin_pages = needs_pin_pages
+        self.ioas: Ioas | None = None
+        self.items: list[AccessItem] = []
+        self.next_id = 0
+
+    def extra_users(self) -> int:
+        return 1  # the driver's reference, until iommufd_access_destroy
+
+    def holds(self, obj: object) -> bool:
+        return obj is self.ioas
+
+    # ---- attachment (iommufd_access_attach / iommufd_access_change_ioas)
+    def attach(self, ioas: Ioas) -> None:
+        ioas.unmap_notifiers.append(self.unmap)
+        self.ioas = ioas
+
+    def detach(self) -> None:
+        """Every item is unpinned first (the driver's unmap of everything), then the IOAS
+        reference goes."""
+        if self.ioas is None:
+            return
+        self.unmap(0, U64_MAX)
+        self.ioas.unmap_notifiers.remove(self.unmap)
+        self.ioas = None
+
+    def replace(self, ioas: Ioas) -> None:
+        """iommufd_access_replace: not attached: ENOENT (checked by the caller); the same IOAS:
+        nothing; else drop every item and move."""
+        if ioas is self.ioas:
+            return
+        self.detach()
+        self.attach(ioas)
+
+    def close(self) -> None:
+        """The fd's release: iommufd_test_staccess_release -> iommufd_access_destroy."""
+        self.detach()
+        self.ctx.drop_object(self)
+
+    # ---- ops->unmap: iommufd_test_access_unmap
+    def unmap(self, iova: int, last: int) -> None:
+        for item in list(self.items):
+            if iova > item.last or last < item.iova:
+                continue
+            self.items.remove(item)
+            self._unpin(item)
+
+    def _unpin(self, item: AccessItem) -> None:
+        for pages, first, last in item.runs:
+            pages.unpin(first, last, self.ctx.accounting)
+
+    # ---- iommufd_access_pin_pages
+    def pin_pages(self, iova: int, length: int, write: bool) -> list[tuple[Pages, int, int]]:
+        """Pin [iova, iova+length-1]: length 0 (EINVAL), overflow (EOVERFLOW), not attached
+        (ENOENT); then the areas covering it without a gap (ENOENT), each piece starting on a
+        page and every piece but the last ending on one (EINVAL), writable areas for a WRITE
+        pin and readable ones otherwise (EPERM); pinning itself (EFAULT, ENOMEM). Pages a
+        domain already pinned are not pinned again. Undone on failure."""
+        if not length:
+            raise KernelError(errno.EINVAL, "ACCESS_PAGES: length 0")
+        last = iova + length - 1
+        if last > U64_MAX:
+            raise KernelError(errno.EOVERFLOW, f"{iova:#x} + {length:#x} runs past 2^64")
+        if self.ioas is None:
+            raise KernelError(errno.ENOENT, "the access is not attached to an IOAS")
+        runs: list[tuple[Pages, int, int]] = []
+        try:
+            cursor = iova
+            for area in self.ioas.areas.iter_from(iova):
+                if area.iova > cursor:
+                    break
+                end = min(last, area.last)
+                start_byte = area.start_byte_at(cursor)
+                if start_byte % PAGE_SIZE or (end < last and area.start_byte_at(area.last)
+                                              % PAGE_SIZE != PAGE_SIZE - 1):
+                    raise KernelError(errno.EINVAL, f"{area!r} is not page aligned at {cursor:#x}")
+                wanted = IOMMU_WRITE if write else IOMMU_READ
+                if not area.prot & wanted:
+                    raise KernelError(errno.EPERM, f"{area!r} does not allow this access")
+                first_index = start_byte // PAGE_SIZE
+                last_index = area.start_byte_at(end) // PAGE_SIZE
+                area.pages.pin(first_index, last_index, self.ctx.accounting, lambda: None)
+                runs.append((area.pages, first_index, last_index))
+                if end == last:
+                    return runs
+                cursor = end + 1
+            raise KernelError(errno.ENOENT, f"[{iova:#x}, {last:#x}] is not mapped without a gap")
+        except KernelError:
+            for pages, first, last_index in runs:
+                pages.unpin(first, last_index, self.ctx.accounting)
+            raise
+
+    # ---- iommufd_access_rw
+    def rw(self, iova: int, length: int, data: bytes | None) -> bytes:
+        """Read ``length`` bytes at ``iova`` (``data`` None) or write ``data`` there: length 0
+        (EINVAL), overflow (EOVERFLOW), not attached (ENOENT), a gap (ENOENT), an area without
+        the permission (EPERM); the bytes move through the IOAS's translation, as a device's
+        would (a source process that has gone: EFAULT)."""
+        if not length:
+            raise KernelError(errno.EINVAL, "ACCESS_RW: length 0")
+        last = iova + length - 1
+        if last > U64_MAX:
+            raise KernelError(errno.EOVERFLOW, f"{iova:#x} + {length:#x} runs past 2^64")
+        if self.ioas is None:
+            raise KernelError(errno.ENOENT, "the access is not attached to an IOAS")
+        cursor = iova
+        wanted = IOMMU_WRITE if data is not None else IOMMU_READ
+        for area in self.ioas.areas.iter_from(iova):
+            if area.iova > cursor:
+                break
+            if not area.prot & wanted:
+                raise KernelError(errno.EPERM, f"{area!r} does not allow this access")
+            if area.last >= last:
+                cursor = last + 1
+                break
+            cursor = area.last + 1
+        if cursor <= last:
+            raise KernelError(errno.ENOENT, f"[{iova:#x}, {last:#x}] is not mapped without a gap")
+        from ..devices import dma  # the data path devices use; imported late (import cycle)
+        space = dma.DmaSpace(self.ioas.table, self.ctx.owners.key, dma.FaultLog())
+        try:
+            if data is not None:
+                dma.dma_write(space, iova, data, device="iommufd_access")
+                return b""
+            return bytes(dma.dma_read(space, iova, length, device="iommufd_access"))
+        except IommuFault as fault:
+            raise KernelError(errno.EFAULT, f"access_rw: {fault}") from None
+
+
+class AccessFile(OpenFile):
+    """The access fd (``[iommufd_test_staccess]``): no ioctl, read, write or mmap; closing its
+    last reference destroys the access. CREATE_ACCESS reports the fd number in its struct
+    (written once the fd exists, :meth:`fd_installed`)."""
+
+    kind = FileKind.ACCESS
+    node_key = ACCESS_NODE_KEY
+
+    def __init__(self, access: Access, caller: Caller, arg: int, data: bytearray) -> None:
+        self.access = access
+        self._respond: tuple[Caller, int, bytearray] | None = (caller, arg, data)
+
+    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
+        raise KernelError(errno.ENOTTY, "access fds have no ioctls")
+
+    def fd_installed(self, fd: int) -> int:
+        """CREATE_ACCESS: out_access_fd is written back (EFAULT), the ioctl returns 0."""
+        if self._respond is not None:
+            caller, arg, data = self._respond
+            self._respond = None
+            I.TEST_CMD_BY_OP[I.IOMMU_TEST_OP_CREATE_ACCESS].write_fields(data, out_access_fd=fd)
+            _respond(caller, arg, data)
+        return 0
+
+    def release(self) -> None:
+        self.access.close()
+
+
+def _access_of(caller: Caller, fd: int) -> Access:
+    """iommufd_access_get: the caller's ``fd`` must be an access fd (EBADFD otherwise, also for
+    a closed fd)."""
+    try:
+        file = caller.resolve_fd(fd)
+    except KernelError:
+        raise KernelError(errno.EBADFD, f"fd {fd} is not open") from None
+    if not isinstance(file, AccessFile):
+        raise KernelError(errno.EBADFD, f"fd {fd} is not an access fd")
+    return file.access
+
+
+_ACCESS_MAX = 16 * 1024 * 1024
+"""ACCESS_PAGES/ACCESS_RW refuse longer requests (ENOMEM) before looking at anything else."""
+
+
+def create_access(self: MockSelftest, ctx: IommufdContext, caller: Caller, layout: Layout,
+                  data: bytearray, arg: int) -> OpenFile:
+    """iommufd_test_create_access: flags other than NEEDS_PIN_PAGES (EOPNOTSUPP); an fd
+    (reserved first in the kernel, installed last); the ACCESS object (its id); the attach to
+    IOAS ``id`` (ENOENT; undone on failure). The new file goes back to the launcher, which
+    installs it and writes its number into ``out_access_fd``."""
+    fields = layout.unpack(data)
+    flags = int_field(fields, "flags")
+    if flags & ~I.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES:
+        raise KernelError(errno.EOPNOTSUPP, f"CREATE_ACCESS: flags {flags:#x}")
+    access = Access(ctx, bool(flags & I.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES))
+    access_id = ctx.allocate_id(access)
+    try:
+        access.attach(ctx.get_ioas(int_field(fields, "id")))
+    except KernelError:
+        del ctx.objects[access_id]
+        raise
+    return AccessFile(access, caller, arg, data)
+
+
+def access_replace_ioas(self: MockSelftest, ctx: IommufdContext, caller: Caller, layout: Layout,
+                        data: bytearray, arg: int) -> int:
+    """iommufd_test_access_replace_ioas: the access fd (EBADFD), not attached (ENOENT), the new
+    IOAS (ENOENT)."""
+    fields = layout.unpack(data)
+    access = _access_of(caller, int_field(fields, "id"))
+    if access.ioas is None:
+        raise KernelError(errno.ENOENT, "the access is not attached")
+    access.replace(ctx.get_ioas(int_field(fields, "ioas_id")))
+    return 0
+
+
+def access_pages(self: MockSelftest, ctx: IommufdContext, caller: Caller, layout: Layout,
+                 data: bytearray, arg: int) -> int:
+    """iommufd_test_access_pages: length over 16 MiB (ENOMEM), unknown flags (EOPNOTSUPP), the
+    access fd (EBADFD), an access without NEEDS_PIN_PAGES (EOPNOTSUPP), the pin; then, unless
+    uptr is 0, every pinned page must be the caller's page at uptr (its GUP errno, else
+    EBADE); the item gets the access's next id, written back."""
+    fields = layout.unpack(data)
+    iova, length, uptr = (int_field(fields, "iova"), int_field(fields, "length"),
+                          int_field(fields, "uptr"))
+    flags = int_field(fields, "flags")
+    if length > _ACCESS_MAX:
+        raise KernelError(errno.ENOMEM, f"ACCESS_PAGES: {length:#x} bytes")
+    if flags & ~(I.MOCK_FLAGS_ACCESS_WRITE | I.MOCK_FLAGS_ACCESS_SYZ):
+        raise KernelError(errno.EOPNOTSUPP, f"ACCESS_PAGES: flags {flags:#x}")
+    access = _access_of(caller, int_field(fields, "id"))
+    if not access.needs_pin_pages:
+        raise KernelError(errno.EOPNOTSUPP, "the access was created without NEEDS_PIN_PAGES")
+    runs = access.pin_pages(iova, length, bool(flags & I.MOCK_FLAGS_ACCESS_WRITE))
+    item = AccessItem(access.next_id, iova, length, runs)
+    try:
+        if uptr:
+            me = caller.process_key()
+            vaddr = uptr - iova % PAGE_SIZE
+            for pages, first, last in runs:
+                for index in range(first, last + 1):
+                    _gup(caller, vaddr)
+                    if (pages.source_key, pages.uptr + index * PAGE_SIZE) != (me, vaddr - vaddr % PAGE_SIZE):
+                        raise KernelError(errno.EBADE, f"the page pinned at {vaddr:#x} is not the caller's")
+                    vaddr += PAGE_SIZE
+        access.next_id += 1
+        layout.write_fields(data, out_access_pages_id=item.id)
+        access.items.append(item)
+        try:
+            _respond(caller, arg, data)
+        except KernelError:
+            access.items.remove(item)
+            raise
+    except KernelError:
+        access._unpin(item)
+        raise
+    return 0
+
+
+def destroy_access_pages(self: MockSelftest, ctx: IommufdContext, caller: Caller, layout: Layout,
+                         data: bytearray, arg: int) -> int:
+    """iommufd_test_access_item_destroy: the access fd (EBADFD), the item (ENOENT), unpinned."""
+    fields = layout.unpack(data)
+    access = _access_of(caller, int_field(fields, "id"))
+    item_id = int_field(fields, "access_pages_id")
+    item = next((i for i in access.items if i.id == item_id), None)
+    if item is None:
+        raise KernelError(errno.ENOENT, f"no access item {item_id}")
+    access.items.remove(item)
+    access._unpin(item)
+    return 0
+
+
+def access_rw(self: MockSelftest, ctx: IommufdContext, caller: Caller, layout: Layout,
+              data: bytearray, arg: int) -> int:
+    """iommufd_test_access_rw: length over 16 MiB (ENOMEM), unknown flags (EOPNOTSUPP), the
+    access fd (EBADFD); a WRITE reads the caller's buffer first (EFAULT) and stores it at the
+    IOVA; a read loads and copies to the caller (EFAULT). No pinning capability needed."""
+    fields = layout.unpack(data)
+    iova, length, uptr = (int_field(fields, "iova"), int_field(fields, "length"),
+                          int_field(fields, "uptr"))
+    flags = int_field(fields, "flags")
+    if length > _ACCESS_MAX:
+        raise KernelError(errno.ENOMEM, f"ACCESS_RW: {length:#x} bytes")
+    if flags & ~(I.MOCK_ACCESS_RW_WRITE | I.MOCK_ACCESS_RW_SLOW_PATH | I.MOCK_FLAGS_ACCESS_SYZ):
+        raise KernelError(errno.EOPNOTSUPP, f"ACCESS_RW: flags {flags:#x}")
+    access = _access_of(caller, int_field(fields, "id"))
+    if flags & I.MOCK_ACCESS_RW_WRITE:
+        payload = caller.memory.read(uptr, length) if length else b""
+        access.rw(iova, length, payload)
+    else:
+        copy_out(caller, uptr, access.rw(iova, length, None))
+    return 0
+
+
+_HANDLERS.update({
+    I.IOMMU_TEST_OP_CREATE_ACCESS: create_access,  # type: ignore[dict-item]  # returns a new file
+    I.IOMMU_TEST_OP_ACCESS_REPLACE_IOAS: access_replace_ioas,
+    I.IOMMU_TEST_OP_ACCESS_PAGES: access_pages,
+    I.IOMMU_TEST_OP_DESTROY_ACCESS_PAGES: destroy_access_pages,
+    I.IOMMU_TEST_OP_ACCESS_RW: access_rw,
+})

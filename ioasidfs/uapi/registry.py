@@ -46,6 +46,7 @@ class NodeKind(enum.StrEnum):
     DEVICE = "device"
     CDEV = "cdev"
     IOMMUFD = "iommufd"
+    ACCESS = "access"  # an IOMMU_TEST_CMD access fd: answers no ioctl
     FAULTS = "faults"  # the fault log file: answers no ioctl
     SYSFS = "sysfs"  # a fake sysfs file: answers no ioctl
 
