@@ -460,6 +460,44 @@ class DevFs:
         log.warning("pid %d: %s: the driver accepted a mapping we cannot make; ENODEV", pid, call)
         raise KernelError(errno.ENODEV, "mappings of our files cannot be made")
 
+    def trapped_rw(self, pid: int, fd: int, write: bool, buf: int, count: int,
+                   offset: int) -> int | None:
+        """Answer pread64/pwrite64(fd, buf, count, offset) of thread ``pid`` on one of our CUSE
+        nodes (``run --transport cuse`` traps them): CUSE drops the position (``cuse_read_iter``
+        and ``cuse_write_iter`` pass pos 0), and a device cdev's regions live at
+        ``index << 40``. The VFS's checks first (vfs_read/vfs_write: open mode EBADF, a buffer
+        outside user space EFAULT, a range past LLONG_MAX EINVAL, MAX_RW_COUNT), then the
+        driver, with the data moved through process_vm_* (EFAULT as copy_*_user).
+
+        None (the real syscall runs) for every other fd: a negative offset (EINVAL for any fd,
+        before the fd is even looked up), foreign files, our FUSE files (FUSE keeps the
+        position). Worker thread, engine lock held."""
+        if offset < 0:
+            return None
+        try:
+            entry = self._identify(pid, fd)
+        except KernelError:
+            return None
+        if entry is None or entry.node.ino not in self._cuse_inodes:
+            return None
+        info = _read_fdinfo(pid, fd)
+        if info is None:
+            return None  # closed meanwhile: the real syscall says EBADF
+        accmode = _fdinfo_flags(info) & os.O_ACCMODE
+        if accmode not in ((os.O_WRONLY, os.O_RDWR) if write else (os.O_RDONLY, os.O_RDWR)):
+            raise KernelError(errno.EBADF, f"{'write' if write else 'read'} of a file not open for it")
+        if buf + count > _TASK_SIZE:  # access_ok(): the range ends within TASK_SIZE_MAX
+            raise KernelError(errno.EFAULT, f"buffer {buf:#x}+{count:#x} is not user memory")
+        if offset + count > _LLONG_MAX:
+            raise KernelError(errno.EINVAL, f"range {offset:#x}+{count:#x} beyond LLONG_MAX")
+        count = min(count, _MAX_RW_COUNT)
+        caller = self._caller_for(pid)
+        if write:
+            return entry.file.write(caller, offset, caller.memory.read(buf, count))
+        data = entry.file.read(caller, offset, count)
+        caller.memory.write(buf, data)
+        return len(data)
+
     def pin_device_fds_dir(self, mountpoint: str) -> None:
         """Keep a handle on ``devfds/`` under ``mountpoint`` before that mount is detached
         (``ioasidfs run`` binds pieces of it into /dev and drops the mount itself): device fds
@@ -618,6 +656,9 @@ _TASK_SIZE = (1 << 47) - _PAGE_SIZE
 """x86_64 with 4-level paging; with 5-level paging (la57) it is 2^56 - 4K, and only a length
 between the two would be answered differently (ENOMEM here, the driver's errno there)."""
 _PROT_WRITE = 0x2
+_LLONG_MAX = (1 << 63) - 1
+_MAX_RW_COUNT = 0x7FFFF000
+"""``MAX_RW_COUNT``: INT_MAX & PAGE_MASK, what one read()/write() moves at most."""
 _MAP_SHARED = 0x01
 _MAP_PRIVATE = 0x02
 _MAP_SHARED_VALIDATE = 0x03

@@ -32,10 +32,11 @@ supervisor, the same engine, dispatch and trace. What differs and why:
   and installed by ADDFD exactly as over FUSE, not a CUSE device: CUSE ignores the file
   position of read() and write() (``cuse_read_iter`` passes pos 0), and device regions live at
   ``index << 40``; the kernel's device fd is an anonymous inode, not a /dev node, anyway.
-* The filter is the FUSE one, because device fds are FUSE files. On the CUSE nodes a trapped
-  command the VFS answers for a char device gets the real syscall (``DevFs.trapped_ioctl``);
-  mmap() is trapped for them too: CUSE has no ``.mmap`` (ENODEV), while device cdevs and
-  /dev/iommu answer EINVAL/EPERM/ENXIO.
+* The filter is the FUSE one, because device fds are FUSE files, plus pread64/pwrite64
+  (:func:`seccomp_filter_cuse`): a device cdev is a CUSE node, whose regions need the position
+  CUSE drops. On the CUSE nodes a trapped command the VFS answers for a char device gets the
+  real syscall (``DevFs.trapped_ioctl``); mmap() is trapped for them too: CUSE has no
+  ``.mmap`` (ENODEV), while device cdevs and /dev/iommu answer EINVAL/EPERM/ENXIO.
 * CUSE needs root (``/dev/cuse`` is root's); ``cli`` refuses a kernel without CUSE with one
   line and status 2 before anything starts.
 """
@@ -168,6 +169,16 @@ async def _start_and_supervise(daemon: Daemon, child: "_Child") -> int:
     return status
 
 
+def seccomp_filter_cuse() -> bytes:
+    """PROGRAM's filter over CUSE: the FUSE transport's (device fds are FUSE files), plus every
+    pread64/pwrite64, because CUSE drops their position (``cuse_read_iter`` and
+    ``cuse_write_iter`` pass pos 0) and a device cdev's regions live at ``index << 40``
+    (``DevFs.trapped_rw`` answers them for our CUSE nodes; any other fd gets the real syscall,
+    after one fdinfo read: the price of the CUSE transport for programs that pread a lot)."""
+    return seccomp.build_filter(TRAPPED_COMMANDS, sized_type=VFIO_TYPE, trap_file_mmap=True,
+                                syscalls=(seccomp.NR_PREAD64, seccomp.NR_PWRITE64))
+
+
 def run_program_cuse(daemon: Daemon, argv: Sequence[str], prefix: str | None) -> int:
     """``ioasidfs run --transport cuse``: the nodes as CUSE devices in the machine's /dev (or
     /dev/PREFIX, bound onto /dev in PROGRAM's namespace), then as :func:`run_program`.
@@ -190,7 +201,8 @@ def run_program_cuse(daemon: Daemon, argv: Sequence[str], prefix: str | None) ->
     enter_private_namespace()
     # Read before a tmpfs may cover /dev (--prefix): FICLONE and friends on device fds.
     dev_filesystem = vfs.DevFilesystem.probe("/dev", user_ns=started_in)
-    child = _Child.fork(program, list(argv), no_new_privs=False)
+    child = _Child.fork(program, list(argv), no_new_privs=False,
+                        filter_program=seccomp_filter_cuse())
     fds: list[int] = []
     try:
         problem = cuse.open_connections(daemon, devices)
@@ -296,11 +308,14 @@ class _Child:
     status: int | None = None
 
     @classmethod
-    def fork(cls, program: str, argv: list[str], *, no_new_privs: bool) -> "_Child":
+    def fork(cls, program: str, argv: list[str], *, no_new_privs: bool,
+             filter_program: bytes | None = None) -> "_Child":
+        """Fork PROGRAM's process; it will install ``filter_program`` (default: the FUSE
+        transport's :data:`SECCOMP_FILTER`) before it execs."""
         assert threading.active_count() == 1, "fork() must happen before any thread starts"
         go_read, go_write = os.pipe()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        filter_program = SECCOMP_FILTER
+        filter_program = SECCOMP_FILTER if filter_program is None else filter_program
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
             os.close(go_write)

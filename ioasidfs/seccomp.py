@@ -41,6 +41,11 @@ NR_IOCTL = 16
 NR_MMAP = 9
 """x86_64 ``__NR_mmap`` (x86_64 has no mmap2; an x32 mmap has bit 30 set, an i386 one another arch)."""
 MAP_ANONYMOUS = 0x20
+NR_PREAD64 = 17
+"""x86_64 ``__NR_pread64``: ``run --transport cuse`` answers it for device cdevs (CUSE drops the
+position of read(), see :mod:`ioasidfs.launcher`)."""
+NR_PWRITE64 = 18
+"""x86_64 ``__NR_pwrite64``."""
 """``<asm-generic/mman-common.h>``: the kernel ignores the fd of an anonymous mapping."""
 NR_SECCOMP = 317
 """x86_64 ``__NR_seccomp``."""
@@ -125,6 +130,22 @@ class Notification:
         return self.arch == AUDIT_ARCH_X86_64 and self.nr == NR_MMAP
 
     @property
+    def is_x86_64_pread(self) -> bool:
+        return self.arch == AUDIT_ARCH_X86_64 and self.nr == NR_PREAD64
+
+    @property
+    def is_x86_64_pwrite(self) -> bool:
+        return self.arch == AUDIT_ARCH_X86_64 and self.nr == NR_PWRITE64
+
+    @property
+    def rw_args(self) -> tuple[int, int, int, int]:
+        """(fd, buf, count, offset) of pread64/pwrite64 as x86_64's ``ksys_pread64(unsigned
+        int fd, char __user *buf, size_t count, loff_t pos)`` sees them: fd's low 32 bits, the
+        offset signed (a negative one is EINVAL)."""
+        fd, buf, count, offset = self.args[:4]
+        return fd & 0xFFFF_FFFF, buf, count, offset - (1 << 64) if offset >> 63 else offset
+
+    @property
     def mmap_args(self) -> tuple[int, int, int, int, int, int]:
         """(addr, length, prot, flags, fd, offset) as x86_64's ``sys_mmap`` sees them: every
         argument is an unsigned long, but the fd goes to ``fget(unsigned int)``: its low 32 bits."""
@@ -163,18 +184,21 @@ class Insn(NamedTuple):
 
 
 def build_filter(commands: Iterable[int], sized_type: int | None = None, *,
-                 trap_file_mmap: bool = False) -> bytes:
+                 trap_file_mmap: bool = False, syscalls: Iterable[int] = ()) -> bytes:
     """The BPF program: USER_NOTIF for an x86_64 ioctl() whose command is in ``commands`` or,
     when ``sized_type`` is given, whose type byte is ``sized_type`` and which has direction or
     size bits (a sized VFIO-type command: FUSE would copy its argument in, and fail EFAULT on a
     bad pointer, before we could answer as the kernel's driver does); with ``trap_file_mmap``,
     also for an x86_64 mmap() of a file: its fd is not -1 and MAP_ANONYMOUS is not set (FUSE
-    answers mmap() of our files itself, unlike the kernel's character devices).
+    answers mmap() of our files itself, unlike the kernel's character devices); and for every
+    x86_64 syscall whose number is in ``syscalls``, whatever its arguments (the e numbers are
+    checked right after ``nr`` is loaded; every index below moves by e).
 
     ::
 
         0      A = arch;           if A != AUDIT_ARCH_X86_64 goto ALLOW
-        2      A = nr;             if A != __NR_ioctl        goto MMAP (ALLOW without mmap)
+        2      A = nr;             [if A == syscalls[j] goto NOTIFY]   (e of them)
+        3      if A != __NR_ioctl  goto MMAP (ALLOW without mmap)
         4      A = low32(args[1])  (the kernel's ioctl takes an unsigned int command, so the
                                     high half of the register is ignored, by it and by us)
         5+i    if A == cmd[i] goto NOTIFY                     (one per command, sorted;
@@ -201,12 +225,14 @@ def build_filter(commands: Iterable[int], sized_type: int | None = None, *,
     cmds = sorted({c & 0xFFFF_FFFF for c in commands})
     if not cmds:
         raise ValueError("a filter that traps nothing is pointless")
+    extra = sorted({nr & 0xFFFF_FFFF for nr in syscalls} - {NR_IOCTL, NR_MMAP})
+    e = len(extra)
     n = len(cmds)
     m = 3 if sized_type is not None else 0
     k = 5 if trap_file_mmap else 0
-    if n + m + k + 3 > 255:
+    if e + n + m + k + 3 > 255:
         raise ValueError(f"{n} commands do not fit in 8-bit BPF jump offsets")
-    mmap = 5 + n + m
+    mmap = 5 + e + n + m
     allow = mmap + k
     notify = allow + 1
 
@@ -218,13 +244,16 @@ def build_filter(commands: Iterable[int], sized_type: int | None = None, *,
         Insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
         jeq(1, AUDIT_ARCH_X86_64, None, allow),
         Insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
-        jeq(3, NR_IOCTL, None, mmap),
+    ]
+    program += [jeq(3 + j, nr, notify, None) for j, nr in enumerate(extra)]
+    program += [
+        jeq(3 + e, NR_IOCTL, None, mmap),
         Insn(BPF_LD_W_ABS, 0, 0, seccomp_data_arg_low(1)),
     ]
-    program += [jeq(5 + i, cmd, notify, allow if i == n - 1 and sized_type is None else None)
+    program += [jeq(5 + e + i, cmd, notify, allow if i == n - 1 and sized_type is None else None)
                 for i, cmd in enumerate(cmds)]
     if sized_type is not None:
-        pc = 5 + n
+        pc = 5 + e + n
         program += [
             Insn(BPF_JMP_JSET_K, 0, allow - pc - 1, _IOC_DIR_SIZE_MASK),
             Insn(BPF_ALU_AND_K, 0, 0, _IOC_TYPE_MASK),

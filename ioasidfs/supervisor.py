@@ -2,8 +2,9 @@
 
 PROGRAM runs under a filter (:mod:`ioasidfs.seccomp`) that stops it inside the few ioctl()
 calls FUSE cannot answer like the kernel (:mod:`ioasidfs.vfs`), inside
-VFIO_GROUP_GET_DEVICE_FD, and inside every mmap() of a file (FUSE answers mmap of our files
-itself, not as the kernel's nodes do). For each one this trio task:
+VFIO_GROUP_GET_DEVICE_FD, inside every mmap() of a file (FUSE answers mmap of our files
+itself, not as the kernel's nodes do), and with ``--transport cuse`` inside every
+pread64/pwrite64 (CUSE drops the position). For each one this trio task:
 
 1. receives the notification (ENOENT: the caller was killed meanwhile — normal);
 2. asks the handler whether the fd may be one of ours, from /proc alone (cheap, no lock). Most
@@ -66,6 +67,13 @@ class TrapHandler(Protocol):
         Worker thread, engine lock held."""
         ...
 
+    def trapped_rw(self, pid: int, fd: int, write: bool, buf: int, count: int,
+                   offset: int) -> int | None:
+        """The answer to pread64 (``write`` False) or pwrite64(fd, buf, count, offset): the
+        byte count, having moved the data through the caller's memory itself; None to let the
+        real syscall run; KernelError for an errno. Worker thread, engine lock held."""
+        ...
+
     def trapped_mmap(self, pid: int, fd: int, length: int, prot: int, flags: int,
                      offset: int) -> int | None:
         """The answer to mmap(addr, length, prot, flags, fd, offset) on one of our files: a
@@ -115,6 +123,10 @@ async def answer(listener: int, notification: seccomp.Notification, handler: Tra
         elif notification.is_x86_64_mmap:
             _addr, length, prot, flags, fd, offset = notification.mmap_args
             call = partial(handler.trapped_mmap, pid, fd, length, prot, flags, offset)
+        elif notification.is_x86_64_pread or notification.is_x86_64_pwrite:
+            fd, buf, count, offset = notification.rw_args
+            call = partial(handler.trapped_rw, pid, fd, notification.is_x86_64_pwrite, buf,
+                           count, offset)
         else:
             fd = -1
         if fd < 0 or pid == 0 or fd > 0x7FFF_FFFF or not handler.may_be_ours(pid, fd):
@@ -206,6 +218,10 @@ def _usable_errno(error: KernelError) -> int:
 
 
 def _describe(notification: seccomp.Notification) -> str:
+    if notification.is_x86_64_pread or notification.is_x86_64_pwrite:
+        fd, buf, count, offset = notification.rw_args
+        name = "pwrite64" if notification.is_x86_64_pwrite else "pread64"
+        return f"{name}({fd}, {buf:#x}, {count:#x}, {offset:#x})"
     if notification.is_x86_64_mmap:
         addr, length, prot, flags, fd, offset = notification.mmap_args
         return f"mmap({addr:#x}, {length:#x}, {prot:#x}, {flags:#x}, {fd}, {offset:#x})"

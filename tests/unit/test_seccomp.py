@@ -266,3 +266,41 @@ def test_mmap_notification_arguments() -> None:
                      (0x7F00_0000_0000, 0x2000, 3, MAP_SHARED, 0xFFFFFFFF_00000004, 0x1000))
     assert n.is_x86_64_mmap and not n.is_x86_64_ioctl
     assert n.mmap_args == (0x7F00_0000_0000, 0x2000, 3, MAP_SHARED, 4, 0x1000)
+
+
+RW_PROGRAM = seccomp.build_filter({FIONREAD}, sized_type=ord(";"), trap_file_mmap=True,
+                                  syscalls=(seccomp.NR_PREAD64, seccomp.NR_PWRITE64))
+
+
+@given(nr=st.sampled_from([seccomp.NR_PREAD64, seccomp.NR_PWRITE64, 0, 1, 19, 295, 296, NR_IOCTL,
+                           NR_MMAP, seccomp.NR_PREAD64 | X32_SYSCALL_BIT]),
+       arch=st.sampled_from([AUDIT_ARCH_X86_64, AUDIT_ARCH_I386]),
+       args=st.tuples(*[st.integers(0, 2**64 - 1)] * 6))
+def test_listed_syscalls_are_trapped_whatever_their_arguments(
+        nr: int, arch: int, args: tuple[int, ...]) -> None:
+    """``syscalls`` (pread64/pwrite64 for ``run --transport cuse``) adds whole syscalls and
+    changes nothing else: ioctl and mmap are judged exactly as without it."""
+    data = seccomp_data(nr, arch, args)
+    if arch == AUDIT_ARCH_X86_64 and nr in (seccomp.NR_PREAD64, seccomp.NR_PWRITE64):
+        assert run_bpf(RW_PROGRAM, data) == SECCOMP_RET_USER_NOTIF
+    else:
+        assert run_bpf(RW_PROGRAM, data) == run_bpf(MMAP_SIZED_PROGRAM, data)
+
+
+def test_the_cuse_transports_filter_adds_pread_and_pwrite() -> None:
+    from ioasidfs.launcher import seccomp_filter_cuse
+    program = seccomp_filter_cuse()
+    assert len(seccomp.decode_filter(program)) == len(seccomp.decode_filter(SECCOMP_FILTER)) + 2
+    for nr in (seccomp.NR_PREAD64, seccomp.NR_PWRITE64):
+        assert run_bpf(program, seccomp_data(nr, AUDIT_ARCH_X86_64, (3, 0, 4, 1 << 40))) == \
+            SECCOMP_RET_USER_NOTIF
+    assert run_bpf(program, seccomp_data(0, AUDIT_ARCH_X86_64, (3, 0, 4))) == SECCOMP_RET_ALLOW
+
+
+def test_rw_notification_arguments() -> None:
+    n = Notification(9, 1234, 0, seccomp.NR_PREAD64, AUDIT_ARCH_X86_64, 0x401000,
+                     (0xFFFFFFFF_00000005, 0x7F00_0000_1000, 4, 7 << 40, 0, 0))
+    assert n.is_x86_64_pread and not n.is_x86_64_pwrite and not n.is_x86_64_ioctl
+    assert n.rw_args == (5, 0x7F00_0000_1000, 4, 7 << 40)
+    negative = Notification(9, 1234, 0, seccomp.NR_PWRITE64, AUDIT_ARCH_X86_64, 0, (3, 0, 1, 2**64 - 1, 0, 0))
+    assert negative.is_x86_64_pwrite and negative.rw_args[3] == -1

@@ -16,11 +16,13 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import trio
 
 from ioasidfs import seccomp
+from ioasidfs.client import ProcessMemory
 from ioasidfs.errors import KernelError
 from ioasidfs.supervisor import NewFile, supervise
 from ioasidfs.uapi.ioctl import IO
@@ -206,3 +208,96 @@ def test_every_kind_of_answer(tmp_path: Path) -> None:
         (ours_file, 0x2000, mmap.PROT_READ, mmap.MAP_PRIVATE, 0),
         (ours_file, 0x3000, mmap.PROT_READ, mmap.MAP_SHARED, 0)]
     assert {m[0] for m in handler.mmaps} == {pid}
+
+
+class RwHandler:
+    """pread64/pwrite64 (``run --transport cuse``): the handler moves the data itself."""
+
+    def __init__(self, ours: int) -> None:
+        self.ours = ours
+        self.writes: list[tuple[int, bytes]] = []
+
+    def may_be_ours(self, pid: int, fd: int) -> bool:
+        return fd == self.ours
+
+    def trapped_ioctl(self, pid: int, fd: int, cmd: int, arg: int) -> int | NewFile | None:
+        return None
+
+    def trapped_mmap(self, pid: int, fd: int, length: int, prot: int, flags: int,
+                     offset: int) -> int | None:
+        return None
+
+    def trapped_rw(self, pid: int, fd: int, write: bool, buf: int, count: int,
+                   offset: int) -> int | None:
+        memory = ProcessMemory(pid)
+        if offset == 0:
+            return None  # the real syscall
+        if offset == 2 << 40:
+            raise KernelError(errno.EINVAL, "no such region")
+        if write:
+            self.writes.append((offset, memory.read(buf, count)))
+            return count
+        memory.write(buf, b"ABCD"[:count])
+        return min(count, 4)
+
+
+def _rw_child(ours: int, other: int, report: int, sock: socket.socket) -> None:  # pragma: no cover
+    results: dict[str, object] = {}
+
+    def attempt(name: str, call: Callable[[], object]) -> None:
+        try:
+            value = call()
+            results[name] = value.decode() if isinstance(value, bytes) else value
+        except OSError as e:
+            results[name] = errno.errorcode[e.errno or 0]
+
+    try:
+        seccomp.set_no_new_privs()
+        listener = seccomp.install_filter(seccomp.build_filter(
+            [T_VALUE], syscalls=(seccomp.NR_PREAD64, seccomp.NR_PWRITE64)))
+        socket.send_fds(sock, [b"L"], [listener])
+        os.close(listener)
+        attempt("pread-answered", lambda: os.pread(ours, 4, 1 << 40))
+        attempt("pread-continued", lambda: os.pread(ours, 4, 0))
+        attempt("pread-errno", lambda: os.pread(ours, 4, 2 << 40))
+        attempt("pwrite-answered", lambda: os.pwrite(ours, b"xyz", 7 << 40))
+        attempt("pread-not-ours", lambda: os.pread(other, 4, 0))
+        attempt("read-untrapped", lambda: os.read(other, 4))  # read(), not pread64
+        os.write(report, json.dumps(results).encode())
+    finally:
+        os._exit(0)
+
+
+def test_pread_and_pwrite_are_answered_with_the_position(tmp_path: Path) -> None:
+    (tmp_path / "ours").write_bytes(b"OURS")
+    (tmp_path / "other").write_bytes(b"OTHR")
+    ours = os.open(tmp_path / "ours", os.O_RDWR)
+    other = os.open(tmp_path / "other", os.O_RDONLY)
+    report_r, report_w = os.pipe()
+    parent_sock, child_sock = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        _rw_child(ours, other, report_w, child_sock)
+    child_sock.close()
+    os.close(report_w)
+    handler = RwHandler(ours)
+    try:
+        _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)
+
+        async def main() -> None:
+            with trio.fail_after(20):
+                await supervise(fds[0], handler, trio.Lock())
+
+        trio.run(main)
+        results = json.loads(os.read(report_r, 65536))
+    finally:
+        _, status = os.waitpid(pid, 0)
+        for fd in (ours, other, report_r):
+            os.close(fd)
+        parent_sock.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert results == {"pread-answered": "ABCD", "pread-continued": "OURS",
+                       "pread-errno": "EINVAL", "pwrite-answered": 3, "pread-not-ours": "OTHR",
+                       "read-untrapped": "OTHR"}
+    assert handler.writes == [(7 << 40, b"xyz")]
+    assert (tmp_path / "ours").read_bytes() == b"OURS"  # the answered pwrite wrote nothing
