@@ -257,14 +257,9 @@ class CdevFile(OpenFile):
         write-back detaches the device, even from what it was attached to before."""
         raw, fields = read_argsz_struct(caller, arg, V.DEVICE_ATTACH_IOMMUFD_PT, _ATTACH_MINSZ,
                                         "VFIO_DEVICE_ATTACH_IOMMUFD_PT")
-        flags = int_field(fields, "flags")
-        if flags & ~V.VFIO_DEVICE_ATTACH_PASID:
-            raise KernelError(errno.EINVAL, f"ATTACH_IOMMUFD_PT: unknown flags {flags:#x}")
         assert self.context is not None and self.binding is not None
-        if flags & V.VFIO_DEVICE_ATTACH_PASID:
-            if int_field(fields, "argsz") < _ATTACH_PASID_MINSZ:
-                raise KernelError(errno.EINVAL, "ATTACH_IOMMUFD_PT(PASID): argsz below 16")
-            copy_in(caller, arg + _ATTACH_MINSZ, _ATTACH_PASID_MINSZ - _ATTACH_MINSZ)
+        if _pasid_requested(caller, arg, fields, V.VFIO_DEVICE_ATTACH_PASID, _ATTACH_MINSZ,
+                            _ATTACH_PASID_MINSZ, "ATTACH_IOMMUFD_PT"):
             # vfio_iommufd_physical_pasid_attach_ioas -> iommufd_device_attach(pasid): the
             # object is looked up first; no HWPT of ours is PASID-capable (no model has the
             # PASID capability, and HWPT_ALLOC_PASID domains are not emulated).
@@ -286,14 +281,9 @@ class CdevFile(OpenFile):
         more; then the device's DMA is blocked again. Detaching what is not attached is 0."""
         _, fields = read_argsz_struct(caller, arg, V.DEVICE_DETACH_IOMMUFD_PT, _DETACH_MINSZ,
                                       "VFIO_DEVICE_DETACH_IOMMUFD_PT")
-        flags = int_field(fields, "flags")
-        if flags & ~V.VFIO_DEVICE_DETACH_PASID:
-            raise KernelError(errno.EINVAL, f"DETACH_IOMMUFD_PT: unknown flags {flags:#x}")
         assert self.context is not None and self.binding is not None
-        if flags & V.VFIO_DEVICE_DETACH_PASID:
-            if int_field(fields, "argsz") < _DETACH_PASID_MINSZ:
-                raise KernelError(errno.EINVAL, "DETACH_IOMMUFD_PT(PASID): argsz below 12")
-            copy_in(caller, arg + _DETACH_MINSZ, _DETACH_PASID_MINSZ - _DETACH_MINSZ)
+        if _pasid_requested(caller, arg, fields, V.VFIO_DEVICE_DETACH_PASID, _DETACH_MINSZ,
+                            _DETACH_PASID_MINSZ, "DETACH_IOMMUFD_PT"):
             return 0  # no PASID is ever attached (vfio_iommufd_physical_pasid_detach_ioas)
         self.context.detach_device(self.binding)
         return 0
@@ -324,3 +314,18 @@ class CdevFile(OpenFile):
         device.iommufd_binding, device.cdev = None, None
         self.group.unblock_group(self)
         self.vfio = None
+
+
+def _pasid_requested(caller: Caller, arg: int, fields: dict[str, FieldValue], pasid_flag: int,
+                     minsz: int, pasid_minsz: int, what: str) -> bool:
+    """ATTACH/DETACH_IOMMUFD_PT's flags: only the PASID flag is known (EINVAL); with it, argsz
+    must cover the 4-byte pasid (EINVAL) and it is copied in (EFAULT)."""
+    flags = int_field(fields, "flags")
+    if flags & ~pasid_flag:
+        raise KernelError(errno.EINVAL, f"{what}: unknown flags {flags:#x}")
+    if not flags & pasid_flag:
+        return False
+    if int_field(fields, "argsz") < pasid_minsz:
+        raise KernelError(errno.EINVAL, f"{what}(PASID): argsz below {pasid_minsz}")
+    copy_in(caller, arg + minsz, pasid_minsz - minsz)
+    return True
