@@ -48,7 +48,7 @@ import enum
 import errno
 import heapq
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 from ..config import IommuConfig, ReservedRegion
 from ..errors import KernelError
@@ -497,6 +497,16 @@ def _fit(start: int, last: int, length: int, align: int, page_offset: int) -> in
 
 # ------------------------------------------------------------------------------ the IOAS
 
+class IoasAccess(Protocol):
+    """An in-kernel user of an IOAS (``struct iommufd_access``): the IOVA alignment it needs
+    (PAGE_SIZE for one that pins pages, else 1) and its ``ops->unmap``, called with each
+    area's [iova, last] before the area is unmapped, which must drop every pin inside."""
+
+    iova_alignment: int
+
+    def unmap(self, iova: int, last: int) -> None: ...
+
+
 class Ioas:
     """``struct io_pagetable`` (and the IOAS object's state around it)."""
 
@@ -509,9 +519,9 @@ class Ioas:
         self.table: TranslationTable = new_table(1, dirty_page_size=PAGE_SIZE)
         self.areas = AreaTree()
         self.reserved: list[Reserved] = []
-        # Who must let go of an IOVA range before it is unmapped (an iommufd_access's ops->unmap,
-        # iommufd_access_notify_unmap): called with each area's [iova, last] being removed.
-        self.unmap_notifiers: list[Callable[[int, int], None]] = []
+        # In-kernel users reading this IOAS by IOVA (``iommufd_access``, the selftest's): they
+        # raise the alignment (S1) and must let go of IOVAs before they are unmapped.
+        self.accesses: list[IoasAccess] = []
         self.allowed: list[tuple[int, int]] = []
         self.domains: list[Domain] = []
         self.large_pages_disabled = False
@@ -525,6 +535,8 @@ class Ioas:
         alignment = PAGE_SIZE if self.large_pages_disabled else 1
         for domain in self.domains:
             alignment = max(alignment, domain.min_page_size)
+        for access in self.accesses:
+            alignment = max(alignment, access.iova_alignment)
         return alignment
 
     def _check_alignment(self, alignment: int) -> None:
@@ -597,6 +609,22 @@ class Ioas:
             if self._reserved_intersecting(start, last):
                 raise KernelError(errno.EADDRINUSE, f"allowed [{start:#x}, {last:#x}] is reserved")
         self.allowed = sorted(ranges)
+
+    # ---------------------------------------------------------------- accesses
+    def add_access(self, access: IoasAccess) -> None:
+        """iopt_add_access: the alignment rises to the access's (EADDRINUSE for a misaligned
+        area: not added)."""
+        self.accesses.append(access)
+        try:
+            self._recalculate_alignment()
+        except KernelError:
+            self.accesses.remove(access)
+            raise
+
+    def remove_access(self, access: IoasAccess) -> None:
+        """iopt_remove_access: the alignment may shrink again."""
+        self.accesses.remove(access)
+        self._recalculate_alignment()
 
     # ---------------------------------------------------------------- domains (S3, S4)
     def add_domain(self, domain: Domain) -> None:
@@ -884,8 +912,8 @@ class Ioas:
         if sticks_out:
             doomed.pop()
         for area in doomed:  # the accesses drop their pins first (area->num_accesses)
-            for notify in list(self.unmap_notifiers):
-                notify(area.iova, area.last)
+            for access in list(self.accesses):
+                access.unmap(area.iova, area.last)
         if doomed:
             self.areas.remove_run(doomed[0], len(doomed))
             # The run is consecutive: one table call removes exactly its areas.

@@ -397,6 +397,7 @@ class Access(ContextObject):
     def __init__(self, ctx: IommufdContext, needs_pin_pages: bool) -> None:
         self.ctx = ctx
         self.needs_pin_pages = needs_pin_pages
+        self.iova_alignment = PAGE_SIZE if needs_pin_pages else 1
         self.ioas: Ioas | None = None
         self.items: list[AccessItem] = []
         self.next_id = 0
@@ -409,7 +410,8 @@ class Access(ContextObject):
 
     # ---- attachment (iommufd_access_attach / iommufd_access_change_ioas)
     def attach(self, ioas: Ioas) -> None:
-        ioas.unmap_notifiers.append(self.unmap)
+        """iopt_add_access: a pinning access needs PAGE_SIZE alignment (EADDRINUSE)."""
+        ioas.add_access(self)
         self.ioas = ioas
 
     def detach(self) -> None:
@@ -418,16 +420,20 @@ class Access(ContextObject):
         if self.ioas is None:
             return
         self.unmap(0, U64_MAX)
-        self.ioas.unmap_notifiers.remove(self.unmap)
+        self.ioas.remove_access(self)
         self.ioas = None
 
     def replace(self, ioas: Ioas) -> None:
         """iommufd_access_replace: not attached: ENOENT (checked by the caller); the same IOAS:
-        nothing; else drop every item and move."""
+        nothing; else join the new one (EADDRINUSE: nothing changed), drop every item, leave
+        the old one."""
         if ioas is self.ioas:
             return
-        self.detach()
-        self.attach(ioas)
+        ioas.add_access(self)
+        old, self.ioas = self.ioas, ioas
+        if old is not None:
+            self.unmap(0, U64_MAX)
+            old.remove_access(self)
 
     def close(self) -> None:
         """The fd's release: iommufd_test_staccess_release -> iommufd_access_destroy."""

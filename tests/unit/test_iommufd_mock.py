@@ -318,3 +318,18 @@ def test_nested_and_viommu_checks_find_nothing() -> None:
     assert m.test(I.IOMMU_TEST_OP_TRIGGER_VEVENT, dev_id=out["out_idev_id"])[0] == -errno.ENOENT
     assert m.test(I.IOMMU_TEST_OP_TRIGGER_IOPF, dev_id=out["out_idev_id"])[0] == 0
     assert m.test(I.IOMMU_TEST_OP_TRIGGER_IOPF, dev_id=HOLE)[0] == -errno.ENOENT
+
+
+def test_a_pinning_access_needs_page_alignment() -> None:
+    m = Mock()
+    ioas = m.ioas()
+    assert m.map(ioas, START + 1, PAGE) == 0  # no domain: any byte
+    assert m.test(I.IOMMU_TEST_OP_CREATE_ACCESS, id=ioas,
+                  flags=I.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)[0] == -errno.EADDRINUSE
+    other = m.ioas()
+    access = create_access(m, other)
+    assert m.ranges(other)[1] == PAGE
+    access.release()
+    assert m.ranges(other)[1] == 1
+    plain = m.test(I.IOMMU_TEST_OP_CREATE_ACCESS, id=ioas, flags=0)[0]
+    assert isinstance(plain, AccessFile) and m.ranges(ioas)[1] == 1
