@@ -1,13 +1,16 @@
-"""Helpers shared by the end-to-end tests (importable as ``support``: tests/ is on sys.path)."""
+"""Helpers shared by the tests (importable as ``support``: tests/ is on sys.path)."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pytest
+
+from ioasidfs.client import ProcessMemory, locked_pages, memlock_limit, start_time, user_range_ok
+from ioasidfs.engine import Caller
 
 ROOT = Path(__file__).resolve().parent.parent
 C_DIR = ROOT / "tests" / "c"
@@ -44,3 +47,15 @@ def pending_lines(name: str, transport: str = "") -> dict[str, str]:
                 line, _, why = raw.partition("  # ")
                 pending[line] = why
     return pending
+
+
+def this_process_caller(resolve_fd: Callable[[int], object]) -> Caller:
+    """This test process as the daemon sees a client: its memory through process_vm_readv/
+    writev, its pages, limits and start time from /proc (so ioctl arguments, mapped buffers
+    and device DMA all live in real memory; process_vm_* to oneself needs no privilege)."""
+    pid = os.getpid()
+    return Caller(pid=pid, memory=ProcessMemory(pid), resolve_fd=resolve_fd,
+                  memlock_limit=lambda: memlock_limit(pid),
+                  check_user_range=lambda v, n, w: user_range_ok(pid, v, n, w),
+                  locked_pages=lambda: locked_pages(pid),
+                  start_time=lambda: start_time(pid), uid=os.getuid)

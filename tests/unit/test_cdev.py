@@ -9,20 +9,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap
-import os
 import struct
 from typing import Iterator
 
 import pytest
 
-from ioasidfs.client import ProcessMemory, locked_pages, memlock_limit, start_time, user_range_ok
 from ioasidfs.config import load_config
 from ioasidfs.devices.dma import dma_read, dma_write
-from ioasidfs.engine import Caller, Engine, FileKind, OpenFile
+from ioasidfs.engine import Engine, FileKind, OpenFile
 from ioasidfs.engine.device import CdevFile
 from ioasidfs.errors import IommuFault, KernelError
 from ioasidfs.uapi import iommufd as I
 from ioasidfs.uapi import vfio as V
+from support import this_process_caller
 
 PG = 4096
 EDU = "0000:00:01.0"
@@ -38,13 +37,8 @@ class World:
     def __init__(self) -> None:
         self.open_files: set[int] = set()  # ids of files the "program" still holds
         self.engine = Engine(load_config(None), still_open=lambda f: id(f) in self.open_files)
-        pid = os.getpid()
         self.fds: dict[int, OpenFile] = {}
-        self.caller = Caller(pid=pid, memory=ProcessMemory(pid), resolve_fd=self._resolve,
-                             memlock_limit=lambda: memlock_limit(pid),
-                             check_user_range=lambda v, n, w: user_range_ok(pid, v, n, w),
-                             locked_pages=lambda: locked_pages(pid),
-                             start_time=lambda: start_time(pid), uid=os.getuid)
+        self.caller = this_process_caller(self._resolve)
         self.arg = ctypes.create_string_buffer(256)
         self.argp = ctypes.addressof(self.arg)
 

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from ioasidfs.client import ProcessMemory, locked_pages, memlock_limit, start_time, user_range_ok
+from ioasidfs.client import ProcessMemory
 from ioasidfs.config import load_config
 from ioasidfs.devices.dma import DmaSpace, dma_read, dma_write
 from ioasidfs.devtree import DevTree
@@ -28,6 +28,7 @@ from ioasidfs.engine.translate import FaultReason
 from ioasidfs.errors import IommuFault, KernelError
 from ioasidfs.trace import JsonLinesTracer, TextTracer
 from ioasidfs.uapi import vfio as V
+from support import this_process_caller
 
 PG = 4096
 IOVA = 0x100000
@@ -54,13 +55,8 @@ class Self:
                        for g in config.groups)
         config = dataclasses.replace(config, groups=groups)
         self.engine = Engine(config, still_open=lambda f: True)
-        pid = os.getpid()
         self.fds: dict[int, OpenFile] = {}
-        self.caller = Caller(pid=pid, memory=ProcessMemory(pid), resolve_fd=self._resolve,
-                             memlock_limit=lambda: memlock_limit(pid),
-                             check_user_range=lambda v, n, w: user_range_ok(pid, v, n, w),
-                             locked_pages=lambda: locked_pages(pid),
-                             start_time=lambda: start_time(pid), uid=os.getuid)
+        self.caller = this_process_caller(self._resolve)
         self.arg = ctypes.create_string_buffer(256)
         self.argp = ctypes.addressof(self.arg)
         self.group_id = 1
