@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Sequence, cast
 
-from .engine.caller import PAGE_SIZE, PinScan
+from .engine.caller import PAGE_SIZE, FileIdentity, PinScan, SharedMapping
 from .errors import KernelError
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -203,6 +203,30 @@ def _vmas(pid: int, start: int, end: int) -> list[Vma]:
                 major, minor = (int(x, 16) for x in fields[3].split(b":"))
                 name = fields[5].strip().decode(errors="replace") if len(fields) > 5 else ""
                 found.append(Vma(low, high, fields[1].decode(), (major, minor), int(fields[4]), name))
+    except OSError:
+        raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
+    return found
+
+
+def shared_mappings(pid: int, start: int, end: int) -> list[SharedMapping]:
+    """The MAP_SHARED file mappings (shmem included) of ``pid`` overlapping [start, end), with
+    the file offset of each one's start: the kernel's answer to "which physical page" for them
+    (the file's page cache page). ESRCH when the process has gone."""
+    found: list[SharedMapping] = []
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            for line in f:
+                fields = line.split(None, 5)
+                low, high = (int(x, 16) for x in fields[0].split(b"-"))
+                if high <= start:
+                    continue
+                if low >= end:
+                    break
+                inode = int(fields[4])
+                if fields[1][3:4] != b"s" or not inode:
+                    continue
+                major, minor = (int(x, 16) for x in fields[3].split(b":"))
+                found.append((low, high, (major, minor, inode), int(fields[2], 16)))
     except OSError:
         raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
     return found
@@ -440,6 +464,11 @@ class ProcessFile:
         self.pinnable = (stat.S_ISREG(os.fstat(fd).st_mode)
                          and _fs_type(fd) in (TMPFS_MAGIC, HUGETLBFS_MAGIC))
         self._maps: dict[int, int] = {}
+
+    @property
+    def identity(self) -> FileIdentity:
+        st = os.fstat(self.fd)
+        return os.major(st.st_dev), os.minor(st.st_dev), st.st_ino
 
     @classmethod
     def take(cls, fds: ProcessFds, fd: int) -> ProcessFile:

@@ -42,8 +42,8 @@ from typing import Callable, Iterable, Union
 
 from . import vfs
 from .client import (CAP_IPC_LOCK, CAP_SYS_ADMIN, ProcessEventfd, ProcessFds, ProcessFile,
-                     ProcessMemory, locked_pages, memlock_limit, read_status, start_time,
-                     user_range_ok)
+                     ProcessMemory, locked_pages, memlock_limit, read_status,
+                     shared_mappings, start_time, user_range_ok)
 from .engine import FOREIGN, Caller, ClientMemory, Engine, FileKind, OpenFile
 from .devtree import DEVICE_FDS_DIR, DevTree, Node
 from .errors import KernelError
@@ -220,7 +220,8 @@ class DevFs:
                       uid=lambda: read_status(pid).uid,
                       eventfd=lambda fd: self._take_eventfd(pid, fd),
                       file=lambda fd: ProcessFile.take(ProcessFds(_tgid_of(pid)), fd),
-                      has_capability=lambda cap: read_status(pid).has_capability(cap))
+                      has_capability=lambda cap: read_status(pid).has_capability(cap),
+                      shared_mappings=lambda start, end: shared_mappings(_tgid_of(pid), start, end))
 
     def _take_eventfd(self, pid: int, fd: int) -> ProcessEventfd:
         taken = ProcessEventfd.take(ProcessFds(_tgid_of(pid)), fd)

@@ -121,6 +121,12 @@ class CallerFile(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def identity(self) -> FileIdentity | None:
+        """Which file it is (device, inode), for telling its pages from others' (the
+        selftest's page checks); None when unknown."""
+        ...
+
 
 class FakeFile:
     """A memfd-like file for tests. Its contents are a ctypes buffer in *this* process, so a
@@ -164,6 +170,10 @@ class FakeFile:
     def close(self) -> None:
         assert not self.closed, "close() twice"
         self.closed = True
+
+    @property
+    def identity(self) -> FileIdentity | None:
+        return None
 
 
 class ForeignFile:
@@ -228,6 +238,10 @@ class Caller:
     # No capability unless the daemon says so: a default that granted CAP_SYS_RESOURCE would
     # let any caller switch RLIMIT_MODE.
     has_capability: Callable[[int], bool] = field(default=lambda cap: False)
+    # The caller's shared file mappings (shmem included) in [start, end): what physical pages
+    # its addresses reach there (see :data:`SharedMapping`); the selftest mock's page checks.
+    shared_mappings: Callable[[int, int], list[SharedMapping]] = field(
+        default=lambda start, end: [])
 
     def process(self) -> int:
         """The caller's thread group (process) id: what the kernel calls current->mm's owner."""
@@ -236,6 +250,15 @@ class Caller:
     def process_key(self) -> ProcessKey:
         """The owner of what this caller locks: its mm, named so a reused pid cannot inherit it."""
         return (self.process(), self.start_time())
+
+
+FileIdentity = tuple[int, int, int]
+"""A file as the kernel's page cache knows it: (device major, device minor, inode)."""
+
+SharedMapping = tuple[int, int, FileIdentity, int]
+"""A MAP_SHARED mapping of a file (or of shmem: MAP_SHARED|MAP_ANONYMOUS memory is a file too):
+[start, end) of the caller's addresses, the file, and the file offset at ``start``. Such pages
+are the file's, whoever maps them; a private mapping's pages belong to its process."""
 
 
 def _no_fds(fd: int) -> object:

@@ -18,26 +18,25 @@ attach, replace and detach stay in ``iommufd.py``, used here through its public 
 * **The SELFTEST object** (:class:`SelftestObject`): what MOCK_DOMAIN returns as ``stdev_id``;
   destroying it detaches and unbinds the device and deletes it.
 
-The checking operations (MD_CHECK_MAP, MD_CHECK_REFS) compare page identities. The kernel
-compares physical pages; we compare what a physical page is for us: the (process, page-aligned
-virtual address) that an area's pages come from, and the caller's (process, address). That is
-the kernel's answer for every anonymous or private mapping the selftest checks; a shared file
-page reached through two different mappings (IOMMU_IOAS_MAP_FILE of a memfd, then the
-caller's own mmap of it) is one physical page in the kernel and two here.
+The checking operations (MD_CHECK_MAP, MD_CHECK_REFS, ACCESS_PAGES's page check) compare
+physical pages in the kernel. We compare what decides a physical page (:class:`PageIdentities`):
+a file and an offset for shared file and shmem mappings and for MAP_FILE pages, a process and
+an address for private memory.
 """
 from __future__ import annotations
 
 import errno
 import logging
+from typing import Callable
 
 from ..config import IommuConfig
 from ..errors import IommuFault, KernelError
 from ..uapi import iommufd as I
 from ..uapi.layout import Layout
 from .argsz import copy_out, int_field
-from .caller import PAGE_SIZE, Caller
+from .caller import PAGE_SIZE, Caller, SharedMapping
 from .files import ACCESS_NODE_KEY, FileKind, OpenFile
-from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Domain, Ioas, Pages
+from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Domain, FilePages, Ioas, Pages
 from .iommufd import BoundDevice, ContextObject, HwptPaging, IommufdContext
 
 log = logging.getLogger("ioasidfs.engine")
@@ -54,8 +53,6 @@ _MEMORY_LIMIT_MIN = 8 + 4
 """SET_TEMP_MEMORY_LIMIT: below sizeof(unsigned long) + sizeof(u32) the core's batches break."""
 _DEFAULT_MEMORY_LIMIT = 65536
 
-ProcessPage = tuple[object, int]
-"""A page's identity for the checking operations: (owner process key, page-aligned address)."""
 
 
 class MockDevice(BoundDevice):
@@ -193,11 +190,11 @@ class MockSelftest:
         if (iova | length | uptr) % MOCK_IO_PAGE_SIZE or uptr + length > U64_MAX:
             raise KernelError(errno.EINVAL, "MD_CHECK_MAP: misaligned or overflowing range")
         hwpt = _mock_hwpt(ctx, int_field(fields, "id"))
-        me = caller.process_key()
+        pages = PageIdentities()
         for offset in range(0, length, MOCK_IO_PAGE_SIZE):
             _gup(caller, uptr + offset)
-            target = iopte(hwpt.ioas, iova + offset)
-            if target is None or target != (me, uptr + offset):
+            target = iopte(hwpt.ioas, iova + offset, pages)
+            if target is None or target != pages.of_caller(caller, uptr + offset):
                 raise KernelError(errno.EINVAL, f"MD_CHECK_MAP: IOVA {iova + offset:#x} does not "
                                                 f"map the caller's {uptr + offset:#x}")
         return 0
@@ -218,13 +215,14 @@ class MockSelftest:
             raise KernelError(errno.EINVAL, "MD_CHECK_REFS: misaligned or overflowing range")
         if not length:
             return 0
-        me = caller.process_key()
-        counts = pin_counts(ctx, me, uptr, uptr + length - 1)
+        identities = PageIdentities()
+        counts = pin_counts(ctx, identities)
         for page in range(uptr, uptr + length, PAGE_SIZE):
             _gup(caller, page)
-            if counts.get(page, 0) != refs:
-                raise KernelError(errno.EIO, f"MD_CHECK_REFS: {page:#x} is pinned "
-                                             f"{counts.get(page, 0)} times, not {refs}")
+            pins = counts.get(identities.of_caller(caller, page), 0)
+            if pins != refs:
+                raise KernelError(errno.EIO, f"MD_CHECK_REFS: {page:#x} is pinned {pins} times, "
+                                             f"not {refs}")
         return 0
 
     def dev_check_cache(self, ctx: IommufdContext, caller: Caller, layout: Layout,
@@ -295,21 +293,72 @@ def _gup(caller: Caller, vaddr: int) -> None:
         raise KernelError(scan.fault, f"the caller has no page at {page:#x}")
 
 
-def iopte(ioas: Ioas, iova: int) -> ProcessPage | None:
-    """What a domain of ``ioas`` maps IOVA ``iova`` to: the (process, address) of the byte
-    the area covering it comes from, or None when no area does. Every area of an IOAS is in
-    every one of its domains."""
+class PageIdentities:
+    """Which physical page a byte is, for the checking operations, resolved once per ioctl:
+
+    * in a MAP_SHARED mapping of a file (MAP_SHARED|MAP_ANONYMOUS memory is shmem, a file too):
+      (the file, the byte's offset in it) -- the same for every process and every mapping;
+    * in the pages of an IOMMU_IOAS_MAP_FILE: (the file, offset) likewise;
+    * anywhere else (private memory): (the process, the address), as no other process or
+      mapping can reach that page.
+
+    A process that has gone keeps its private identities (its pages are still pinned)."""
+
+    def __init__(self) -> None:
+        self._shared: dict[object, list[SharedMapping]] = {}
+
+    def of_caller(self, caller: Caller, addr: int) -> PageIdentity:
+        return self._resolve(caller.process_key(), addr, lambda: caller.shared_mappings(0, U64_MAX))
+
+    def of_pages(self, pages: Pages, addr: int) -> PageIdentity:
+        """The byte at ``addr`` of ``pages``'s span (``pages.uptr`` is its page 0)."""
+        if isinstance(pages, FilePages):
+            identity = pages.file.identity
+            if identity is not None:
+                return identity, pages.start + addr - pages.uptr
+            return pages.source_key, addr
+        source = pages.source
+
+        def mappings() -> list[SharedMapping]:
+            if source.process_key() != pages.source_key:
+                return []  # the pid names another process now
+            return source.shared_mappings(0, U64_MAX)
+
+        return self._resolve(pages.source_key, addr, mappings)
+
+    def _resolve(self, process: object, addr: int,
+                 mappings: Callable[[], list[SharedMapping]]) -> PageIdentity:
+        shared = self._shared.get(process)
+        if shared is None:
+            try:
+                shared = mappings()
+            except KernelError:
+                shared = []  # the process has gone: only its private identities remain
+            self._shared[process] = shared
+        for start, end, file, offset in shared:
+            if start <= addr < end:
+                return file, offset + addr - start
+        return process, addr
+
+
+PageIdentity = tuple[object, int]
+"""(a process or a file, an address in it or an offset in the file)."""
+
+
+def iopte(ioas: Ioas, iova: int, identities: PageIdentities) -> PageIdentity | None:
+    """What a domain of ``ioas`` maps IOVA ``iova`` to: the byte the area covering it comes
+    from, or None when no area does. Every area of an IOAS is in every one of its domains."""
     area = ioas.areas.first_intersecting(iova, iova)
     if area is None:
         return None
     pages = area.pages
-    return pages.source_key, pages.uptr + area.start_byte_at(iova)
+    return identities.of_pages(pages, pages.uptr + area.start_byte_at(iova))
 
 
-def pin_counts(ctx: IommufdContext, process: object, first: int, last: int) -> dict[int, int]:
-    """How many times each page of ``process`` in [first, last] is pinned in ``ctx``: once per
-    pages object holding it."""
-    counts: dict[int, int] = {}
+def pin_counts(ctx: IommufdContext, identities: PageIdentities) -> dict[PageIdentity, int]:
+    """How many times each page is pinned in ``ctx``: once per pages object holding it,
+    whatever the number of its areas, domains and access items."""
+    counts: dict[PageIdentity, int] = {}
     seen: set[int] = set()
     for obj in list(ctx.objects.values()):
         if not isinstance(obj, Ioas):
@@ -319,18 +368,11 @@ def pin_counts(ctx: IommufdContext, process: object, first: int, last: int) -> d
             if id(pages) in seen:
                 continue
             seen.add(id(pages))
-            if pages.source_key != process:
-                continue
-            _count_pages(pages, first, last, counts)
+            for index in range(pages.npages):
+                if pages.is_pinned(index):
+                    key = identities.of_pages(pages, pages.uptr + index * PAGE_SIZE)
+                    counts[key] = counts.get(key, 0) + 1
     return counts
-
-
-def _count_pages(pages: Pages, first: int, last: int, counts: dict[int, int]) -> None:
-    lo = max(first, pages.uptr)
-    hi = min(last, pages.uptr + pages.npages * PAGE_SIZE - 1)
-    for page in range(lo - lo % PAGE_SIZE, hi + 1, PAGE_SIZE):
-        if pages.is_pinned((page - pages.uptr) // PAGE_SIZE):
-            counts[page] = counts.get(page, 0) + 1
 
 
 def _respond(caller: Caller, arg: int, data: bytearray) -> None:
@@ -627,12 +669,13 @@ def access_pages(self: MockSelftest, ctx: IommufdContext, caller: Caller, layout
     item = AccessItem(access.next_id, iova, length, runs)
     try:
         if uptr:
-            me = caller.process_key()
+            identities = PageIdentities()
             vaddr = uptr - iova % PAGE_SIZE
             for pages, first, last in runs:
                 for index in range(first, last + 1):
                     _gup(caller, vaddr)
-                    if (pages.source_key, pages.uptr + index * PAGE_SIZE) != (me, vaddr - vaddr % PAGE_SIZE):
+                    if (identities.of_pages(pages, pages.uptr + index * PAGE_SIZE)
+                            != identities.of_caller(caller, vaddr - vaddr % PAGE_SIZE)):
                         raise KernelError(errno.EBADE, f"the page pinned at {vaddr:#x} is not the caller's")
                     vaddr += PAGE_SIZE
         access.next_id += 1

@@ -333,3 +333,21 @@ def test_a_pinning_access_needs_page_alignment() -> None:
     assert m.ranges(other)[1] == 1
     plain = m.test(I.IOMMU_TEST_OP_CREATE_ACCESS, id=ioas, flags=0)[0]
     assert isinstance(plain, AccessFile) and m.ranges(ioas)[1] == 1
+
+
+def test_shared_file_pages_are_the_same_page_through_any_mapping() -> None:
+    m = Mock()
+    shm = (0, 1, 77)  # MAP_SHARED memory: a shmem file, mapped twice
+
+    def shared(start: int, end: int) -> list[Any]:
+        return [(RAM, RAM + 4 * PAGE, shm, 0), (RAM + 8 * PAGE, RAM + 12 * PAGE, shm, 0)]
+
+    m.proc.caller = dataclasses.replace(m.proc.caller, shared_mappings=shared)
+    ioas = m.ioas()
+    hwpt = m.mock_domain(ioas)[1]["out_hwpt_id"]
+    assert m.map(ioas, START, 2 * PAGE) == 0
+    check = I.IOMMU_TEST_OP_MD_CHECK_MAP
+    assert m.test(check, id=hwpt, iova=START + PAGE, length=PAGE, uptr=RAM + 9 * PAGE)[0] == 0
+    assert m.test(check, id=hwpt, iova=START, length=PAGE, uptr=RAM + 9 * PAGE)[0] == -errno.EINVAL
+    refs = I.IOMMU_TEST_OP_MD_CHECK_REFS
+    assert m.test(refs, length=2 * PAGE, uptr=RAM + 8 * PAGE, refs=1)[0] == 0
