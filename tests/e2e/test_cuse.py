@@ -191,6 +191,14 @@ def plain_cuse(build_dir: str, programs: list[str]) -> None:
                  f"seconds={time.monotonic() - t:.2f}", result.stdout)
             if result.stderr:
                 _say(f"stderr {name}", result.stderr)
+        # Without the supervisor a cdev's pread cannot have its position (CUSE drops it): a
+        # refusal, not BAR0's bytes for the config space.
+        result = subprocess.run([os.path.join(build_dir, "cdev_flow")], capture_output=True,
+                                text=True, timeout=120)
+        _say(f"plain cdev rc={result.returncode}", "\n".join(
+            line for line in result.stdout.splitlines()
+            if line.startswith(("unbound: p", "device: p")) and "(config" in line
+            or "BAR0" in line and line.startswith("device: pread")))
         # A second daemon for the same names must refuse and suggest --prefix.
         rc, err = _finish(_start())
         _say(f"conflict rc={rc}", err)
@@ -406,6 +414,18 @@ def test_program_output_matches_the_kernel(name: str, cuse_run: dict[str, str]) 
     title, out = _section(cuse_run, f"program {name} ")
     assert " rc=0 " in title, f"{title}\n{cuse_run.get(f'stderr {name}', '')}"
     _compare(name, out)
+
+
+def test_a_cdev_read_without_its_position_is_refused(cuse_run: dict[str, str]) -> None:
+    """Plain ``ioasidfs cuse``: CUSE sends every pread with offset 0, so a bound cdev's pread
+    is EINVAL (and logged) rather than the wrong region's bytes."""
+    _, lines = _section(cuse_run, "plain cdev ")
+    assert lines.splitlines() == [
+        "unbound: pread(config, 4) = -1 EINVAL",  # as the kernel says
+        "device: pread(config, 4) = -1 EINVAL",  # the kernel: 4 (run --transport cuse: 4)
+        "device: pwrite(config COMMAND, MEM|MASTER) = -1 EINVAL",
+        "device: pread(BAR0 ID) = -1 EINVAL",
+    ], lines
 
 
 def test_a_taken_name_is_refused_with_a_hint(cuse_run: dict[str, str]) -> None:
