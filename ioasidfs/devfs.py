@@ -270,10 +270,31 @@ class DevFs:
         return entry
 
     def read(self, ctx: RequestContext, ino: int, fh: int, offset: int, size: int) -> bytes:
-        return self._open(fh).file.read(self.caller(ctx), offset, size)
+        entry = self._open(fh)
+        self._require_position(ctx, entry, "read")
+        return entry.file.read(self.caller(ctx), offset, size)
 
     def write(self, ctx: RequestContext, ino: int, fh: int, offset: int, data: bytes) -> int:
-        return self._open(fh).file.write(self.caller(ctx), offset, data)
+        entry = self._open(fh)
+        self._require_position(ctx, entry, "write")
+        return entry.file.write(self.caller(ctx), offset, data)
+
+    def _require_position(self, ctx: RequestContext, entry: _Open, what: str) -> None:
+        """EINVAL for a read or write of a device cdev that came over CUSE.
+
+        CUSE sends every READ and WRITE with offset 0 (``cuse_read_iter``/``cuse_write_iter``
+        drop the position), and a cdev's regions live at ``index << 40``: answering would hand
+        out BAR0's bytes for a config-space pread, silently. Under ``run --transport cuse`` the
+        program's pread64/pwrite64 never get here (the supervisor answers them with their
+        position, :meth:`trapped_rw`); what does is read()/write()/preadv() or a process
+        outside the run (``ioasidfs cuse`` has no filter at all). The other CUSE nodes have no
+        position-dependent read: their driver answers as it would at any offset."""
+        node = entry.node
+        if node.kind is FileKind.CDEV and node.ino in self._cuse_inodes:
+            log.warning("pid %d: %s of %s over CUSE, which drops the file position: EINVAL "
+                        "(use pread/pwrite under `ioasidfs run --transport cuse`)",
+                        ctx.pid, what, node.path)
+            raise KernelError(errno.EINVAL, f"{what} over CUSE has no file position")
 
     def flush(self, ctx: RequestContext, ino: int, fh: int) -> None:
         """A close() of a device fd beside CUSE nodes (:meth:`_flush_on_close`): if that was the
