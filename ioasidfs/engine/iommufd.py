@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..config import IommuConfig
 from ..errors import KernelError
@@ -145,6 +145,35 @@ class BoundDevice:
         """The paging domain the device's IOMMU driver allocates for an automatic HWPT: ours is
         the configured IOMMU's (the mock IOMMU's devices override this)."""
         return Domain.from_config(iommu)
+
+    def iommu_driver(self, ctx: IommufdContext) -> IommuDriver:
+        """The IOMMU driver behind the device (``dev->iommu->ops``): the machine's VT-d for
+        every configured device; the selftest's mock devices have the mock IOMMU."""
+        return ctx.vtd
+
+    def check_attach(self, hwpt: HwptPaging) -> None:
+        """What the driver's attach_dev refuses (EINVAL); the VT-d driver refuses nothing we
+        can build."""
+
+
+class IommuDriver(Protocol):
+    """What the iommufd core asks a device's IOMMU driver (``struct iommu_ops``):
+    capable(DIRTY_TRACKING), whether NEST_PARENT domains can be made, hw_info and its type,
+    and the device's PASID width."""
+
+    @property
+    def dirty_tracking(self) -> bool: ...
+
+    @property
+    def nesting(self) -> bool: ...
+
+    @property
+    def hw_info_type(self) -> int: ...
+
+    @property
+    def max_pasid_log2(self) -> int: ...
+
+    def hw_info(self) -> bytes: ...
 
 
 class ContextObject:
@@ -385,6 +414,7 @@ class IommufdContext:
         current = self._group_hwpt(device)
         if current is not None and current is not hwpt:
             raise KernelError(errno.EINVAL, "the device's IOMMU group is attached to another HWPT")
+        device.check_attach(hwpt)
         hwpt.ioas.reserve_device_regions(self.iommu_config.reserved_regions, device)
         hwpt.devices.append(device)
         device.hwpt = hwpt
@@ -401,6 +431,8 @@ class IommufdContext:
         if hwpt is old:
             return None
         members = self._group_attached(device, old)
+        for member in members:
+            member.check_attach(hwpt)
         regions = self.iommu_config.reserved_regions
         if hwpt.ioas is not old.ioas:
             done: list[BoundDevice] = []
@@ -890,18 +922,18 @@ class IommufdContext:
         if any(bytes(fields["reserved"])):  # type: ignore[arg-type]
             raise KernelError(errno.EOPNOTSUPP, "GET_HW_INFO: __reserved")
         in_type = int_field(fields, "out_data_type") if flags & I.IOMMU_HW_INFO_FLAG_INPUT_TYPE else 0
-        self.get_device(int_field(fields, "dev_id"))
-        if in_type not in (I.IOMMU_HW_INFO_TYPE_DEFAULT, I.IOMMU_HW_INFO_TYPE_INTEL_VTD):
-            raise KernelError(errno.EOPNOTSUPP, f"GET_HW_INFO: the VT-d driver has no info type {in_type}")
-        blob = self.vtd.hw_info()
+        driver = self.get_device(int_field(fields, "dev_id")).iommu_driver(self)
+        if in_type not in (I.IOMMU_HW_INFO_TYPE_DEFAULT, driver.hw_info_type):
+            raise KernelError(errno.EOPNOTSUPP, f"GET_HW_INFO: the driver has no info type {in_type}")
+        blob = driver.hw_info()
         user_len, uptr = int_field(fields, "data_len"), int_field(fields, "data_uptr")
         copy_len = min(user_len, len(blob))
         copy_out(caller, uptr, blob[:copy_len])
         if copy_len < user_len:
             copy_out(caller, uptr + copy_len, bytes(user_len - copy_len))
-        I.HW_INFO.write_fields(data, data_len=len(blob), out_data_type=I.IOMMU_HW_INFO_TYPE_INTEL_VTD,
-                               out_max_pasid_log2=0,
-                               out_capabilities=I.IOMMU_HW_CAP_DIRTY_TRACKING if self.vtd.dirty_tracking else 0)
+        I.HW_INFO.write_fields(data, data_len=len(blob), out_data_type=driver.hw_info_type,
+                               out_max_pasid_log2=driver.max_pasid_log2,
+                               out_capabilities=I.IOMMU_HW_CAP_DIRTY_TRACKING if driver.dirty_tracking else 0)
         _respond(caller, arg, data)
         return 0
 
@@ -924,13 +956,13 @@ class IommufdContext:
         data_type, data_len = int_field(fields, "data_type"), int_field(fields, "data_len")
         if (data_type == I.IOMMU_HWPT_DATA_NONE) != (data_len == 0):
             raise KernelError(errno.EINVAL, "HWPT_ALLOC: data_type and data_len disagree")
-        self.get_device(int_field(fields, "dev_id"))
+        device = self.get_device(int_field(fields, "dev_id"))
         pt = self.objects.get(int_field(fields, "pt_id"))
         if pt is None:
             raise KernelError(errno.EINVAL, f"HWPT_ALLOC: no object {int_field(fields, 'pt_id')}")
         flags = int_field(fields, "flags")
         if isinstance(pt, Ioas):
-            hwpt: HwptPaging = self._hwpt_paging_alloc(pt, flags, data_len)
+            hwpt: HwptPaging = self._hwpt_paging_alloc(pt, flags, data_len, device)
         elif isinstance(pt, HwptPaging):
             if flags & ~I.IOMMU_HWPT_FAULT_ID_VALID or not data_len:
                 raise KernelError(errno.EOPNOTSUPP, "nested HWPT: unknown flags or no driver data")
@@ -952,17 +984,19 @@ class IommufdContext:
             raise
         return 0
 
-    def _hwpt_paging_alloc(self, ioas: Ioas, flags: int, data_len: int) -> UserHwpt:
-        """iommufd_hwpt_paging_alloc without immediate attach, and the VT-d driver's
-        domain_alloc_paging_flags."""
+    def _hwpt_paging_alloc(self, ioas: Ioas, flags: int, data_len: int,
+                           device: BoundDevice) -> UserHwpt:
+        """iommufd_hwpt_paging_alloc without immediate attach, and the device's driver's
+        domain_alloc_paging_flags (VT-d's; the mock IOMMU's for a selftest device)."""
+        driver = device.iommu_driver(self)
         if flags & ~_HWPT_PAGING_FLAGS:
             raise KernelError(errno.EOPNOTSUPP, f"HWPT_ALLOC: flags {flags:#x}")
-        if flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING and not self.vtd.dirty_tracking:
+        if flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING and not driver.dirty_tracking:
             raise KernelError(errno.EOPNOTSUPP, "the IOMMU cannot track dirty pages")
-        hwpt = UserHwpt(ioas, Domain.from_config(self.iommu_config), flags)
+        hwpt = UserHwpt(ioas, device.new_domain(self.iommu_config), flags)
         hwpt_id = self.allocate_id(hwpt)
         try:
-            if hwpt.nest_parent and not self.vtd.nesting:
+            if hwpt.nest_parent and not driver.nesting:
                 raise KernelError(errno.EOPNOTSUPP, "the IOMMU cannot nest")
             if data_len:
                 raise KernelError(errno.EOPNOTSUPP, "the VT-d driver takes no data for a paging domain")
@@ -1131,6 +1165,9 @@ class VtdIommu:
 
     cap_reg: int
     ecap_reg: int
+
+    hw_info_type = I.IOMMU_HW_INFO_TYPE_INTEL_VTD
+    max_pasid_log2 = 0  # no PASID on our devices
 
     @classmethod
     def qemu(cls, address_width: int) -> VtdIommu:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import struct
 from typing import Callable
 
 from ..config import IommuConfig
@@ -37,7 +38,7 @@ from .argsz import copy_out, int_field
 from .caller import PAGE_SIZE, Caller, SharedMapping
 from .files import ACCESS_NODE_KEY, FileKind, OpenFile
 from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Domain, FilePages, Ioas, Pages
-from .iommufd import BoundDevice, ContextObject, HwptPaging, IommufdContext
+from .iommufd import BoundDevice, ContextObject, HwptPaging, IommufdContext, UserHwpt
 
 log = logging.getLogger("ioasidfs.engine")
 
@@ -52,6 +53,9 @@ _DEVICE_FLAGS = (I.MOCK_FLAGS_DEVICE_NO_DIRTY | I.MOCK_FLAGS_DEVICE_HUGE_IOVA
 _MEMORY_LIMIT_MIN = 8 + 4
 """SET_TEMP_MEMORY_LIMIT: below sizeof(unsigned long) + sizeof(u32) the core's batches break."""
 _DEFAULT_MEMORY_LIMIT = 65536
+IOMMU_HW_INFO_TYPE_SELFTEST = 0xFEEDBEEF
+IOMMU_HW_INFO_SELFTEST_REGVAL = 0xDEADBEEF
+MOCK_PASID_WIDTH = 20
 
 
 
@@ -69,6 +73,32 @@ class MockDevice(BoundDevice):
     def new_domain(self, iommu: IommuConfig) -> Domain:
         """mock_domain_alloc_paging_flags: the mock geometry whatever the machine's IOMMU is."""
         return mock_domain(self.flags)
+
+    def iommu_driver(self, ctx: IommufdContext) -> MockIommu:
+        return MockIommu(self.flags)
+
+    def check_attach(self, hwpt: HwptPaging) -> None:
+        """mock_domain_nop_attach: a NO_DIRTY device cannot join a domain with dirty ops."""
+        if (self.flags & I.MOCK_FLAGS_DEVICE_NO_DIRTY and isinstance(hwpt, UserHwpt)
+                and hwpt.dirty_ops):
+            raise KernelError(errno.EINVAL, "a NO_DIRTY mock device on a dirty-tracking domain")
+
+
+class MockIommu:
+    """The mock IOMMU as the iommufd core asks it (``mock_ops``), for a device with ``flags``:
+    capable(DIRTY_TRACKING) unless NO_DIRTY; NEST_PARENT paging domains allowed; hw_info of
+    type IOMMU_HW_INFO_TYPE_SELFTEST, ``{flags 0, test_reg 0xdeadbeef}``; a PASID width of
+    MOCK_PASID_WIDTH for a PASID device ("pasid-num-bits"), else none."""
+
+    nesting = True
+    hw_info_type = IOMMU_HW_INFO_TYPE_SELFTEST
+
+    def __init__(self, flags: int) -> None:
+        self.dirty_tracking = not flags & I.MOCK_FLAGS_DEVICE_NO_DIRTY
+        self.max_pasid_log2 = MOCK_PASID_WIDTH if flags & I.MOCK_FLAGS_DEVICE_PASID else 0
+
+    def hw_info(self) -> bytes:
+        return struct.pack("<II", 0, IOMMU_HW_INFO_SELFTEST_REGVAL)
 
 
 def mock_domain(device_flags: int) -> Domain:
@@ -253,6 +283,36 @@ class MockSelftest:
         self.memory_limit = limit
         return 0
 
+    def dirty(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+              data: bytearray, arg: int) -> int:
+        """iommufd_test_dirty: page_size or length 0, iova or length not page_size multiples,
+        uptr 0 (EINVAL); ``id`` a mock paging HWPT (ENOENT, EINVAL) with dirty tracking on
+        (EINVAL); the ceil(n/8)-byte bitmap (EFAULT). For each set bit i, the IOPTE at index
+        (iova + i*page_size) / page_size -- the mock indexes its 2 KiB entries so, whatever
+        page_size is -- is marked dirty if it exists, and counted in ``out_nr_dirty``. The
+        dirty bit lives where device writes put theirs: the IOAS's translation table."""
+        fields = layout.unpack(data)
+        iova, length = int_field(fields, "iova"), int_field(fields, "length")
+        page_size, uptr = int_field(fields, "page_size"), int_field(fields, "uptr")
+        if not page_size or not length or iova % page_size or length % page_size or not uptr:
+            raise KernelError(errno.EINVAL, "DIRTY: bad range, page size or bitmap")
+        hwpt = _mock_hwpt(ctx, int_field(fields, "id"))
+        if not isinstance(hwpt, UserHwpt) or not hwpt.dirty_enabled:
+            raise KernelError(errno.EINVAL, "DIRTY: the mock domain is not tracking")
+        count = length // page_size
+        bitmap = caller.memory.read(uptr, (count + 7) // 8)
+        marked = 0
+        for i in range(count):
+            if not bitmap[i // 8] >> (i % 8) & 1:
+                continue
+            entry = (iova + i * page_size) // page_size * MOCK_IO_PAGE_SIZE
+            if hwpt.ioas.areas.first_intersecting(entry, entry) is not None:
+                hwpt.ioas.table.mark_dirty(entry, MOCK_IO_PAGE_SIZE)
+                marked += 1
+        layout.write_fields(data, out_nr_dirty=marked)
+        _respond(caller, arg, data)
+        return 0
+
     def trigger_iopf(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                      data: bytearray, arg: int) -> int:
         """iommufd_test_trigger_iopf: the device (ENOENT), then a page request reported to the
@@ -401,6 +461,7 @@ _HANDLERS = {
     I.IOMMU_TEST_OP_DEV_CHECK_CACHE: MockSelftest.dev_check_cache,
     I.IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT: MockSelftest.set_temp_memory_limit,
     I.IOMMU_TEST_OP_TRIGGER_IOPF: MockSelftest.trigger_iopf,
+    I.IOMMU_TEST_OP_DIRTY: MockSelftest.dirty,
     I.IOMMU_TEST_OP_TRIGGER_VEVENT: MockSelftest.trigger_vevent,
 }
 

@@ -351,3 +351,39 @@ def test_shared_file_pages_are_the_same_page_through_any_mapping() -> None:
     assert m.test(check, id=hwpt, iova=START, length=PAGE, uptr=RAM + 9 * PAGE)[0] == -errno.EINVAL
     refs = I.IOMMU_TEST_OP_MD_CHECK_REFS
     assert m.test(refs, length=2 * PAGE, uptr=RAM + 8 * PAGE, refs=1)[0] == 0
+
+
+# ----------------------------------------------------------------------------- the mock IOMMU
+
+def test_hw_info_of_a_mock_device_is_the_selftest_type() -> None:
+    m = Mock()
+    idev = m.mock_domain(m.ioas(), I.MOCK_FLAGS_DEVICE_PASID)[1]["out_idev_id"]
+    result, out = m.native(I.IOMMU_GET_HW_INFO, I.HW_INFO, dev_id=idev, data_len=16, data_uptr=ARRAY)
+    assert result == 0
+    assert (out["out_data_type"], out["data_len"], out["out_max_pasid_log2"]) == (0xFEEDBEEF, 8, 20)
+    assert out["out_capabilities"] == I.IOMMU_HW_CAP_DIRTY_TRACKING
+    assert m.proc.memory.read(ARRAY, 16) == struct.pack("<II", 0, 0xDEADBEEF) + bytes(8)
+
+
+def test_dirty_tracking_domains_of_the_mock_iommu() -> None:
+    m = Mock()
+    ioas = m.ioas()
+    out = m.mock_domain(ioas)[1]
+    alloc = {"dev_id": out["out_idev_id"], "pt_id": ioas}
+    result, hwpt = m.native(I.IOMMU_HWPT_ALLOC, I.HWPT_ALLOC,
+                            flags=I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING | I.IOMMU_HWPT_ALLOC_NEST_PARENT, **alloc)
+    assert result == 0
+    hwpt_id = int(hwpt["out_hwpt_id"])
+    assert m.mock_domain(hwpt_id, I.MOCK_FLAGS_DEVICE_NO_DIRTY)[0] == -errno.EINVAL  # attach_dev
+    no_dirty = m.mock_domain(m.ioas(), I.MOCK_FLAGS_DEVICE_NO_DIRTY)[1]["out_idev_id"]
+    assert m.native(I.IOMMU_HWPT_ALLOC, I.HWPT_ALLOC, flags=I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+                    dev_id=no_dirty, pt_id=ioas)[0] == -errno.EOPNOTSUPP
+    assert m.map(ioas, START, 2 * PAGE) == 0
+    m.proc.memory.write(ARRAY, bytes([0b0101]))
+    dirty = {"id": hwpt_id, "iova": START, "length": 4 * MOCK_IO_PAGE_SIZE,
+             "page_size": MOCK_IO_PAGE_SIZE, "uptr": ARRAY}
+    assert m.test(I.IOMMU_TEST_OP_DIRTY, **dirty)[0] == -errno.EINVAL  # not tracking yet
+    assert m.native(I.IOMMU_HWPT_SET_DIRTY_TRACKING, I.HWPT_SET_DIRTY_TRACKING, hwpt_id=hwpt_id,
+                    flags=I.IOMMU_HWPT_DIRTY_TRACKING_ENABLE)[0] == 0
+    result, after = m.test(I.IOMMU_TEST_OP_DIRTY, **dirty)
+    assert result == 0 and after["out_nr_dirty"] == 2
