@@ -911,9 +911,10 @@ class Ioas:
         sticks_out = doomed[-1].last > last
         if sticks_out:
             doomed.pop()
-        for area in doomed:  # the accesses drop their pins first (area->num_accesses)
-            for access in list(self.accesses):
-                access.unmap(area.iova, area.last)
+        if self.accesses:  # the accesses drop their pins first (area->num_accesses)
+            for area in doomed:
+                for access in list(self.accesses):
+                    access.unmap(area.iova, area.last)
         if doomed:
             self.areas.remove_run(doomed[0], len(doomed))
             # The run is consecutive: one table call removes exactly its areas.

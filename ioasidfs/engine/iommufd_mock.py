@@ -321,6 +321,29 @@ class MockSelftest:
         ctx.get_device(int_field(layout.unpack(data), "dev_id"))
         return 0
 
+    def pasid_detach(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                     data: bytearray, arg: int) -> int:
+        """iommufd_test_pasid_detach: the selftest object (ENOENT), then iommufd_device_detach
+        of the PASID, which returns nothing: 0. (Nothing is ever attached to a PASID here:
+        PASID_ATTACH/REPLACE are not emulated.)"""
+        _selftest_object(ctx, int_field(layout.unpack(data), "id"))
+        return 0
+
+    def pasid_check_hwpt(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                         data: bytearray, arg: int) -> int:
+        """iommufd_test_pasid_check_hwpt: the selftest object (ENOENT); ``hwpt_id`` 0 asks
+        that nothing be attached at the PASID (true here: 0); otherwise the HWPT (ENOENT; an
+        object of another type EINVAL) must be the one attached there (EINVAL: none is)."""
+        fields = layout.unpack(data)
+        _selftest_object(ctx, int_field(fields, "id"))
+        hwpt_id = int_field(fields, "hwpt_id")
+        if not hwpt_id:
+            return 0
+        obj = ctx.objects.get(hwpt_id)
+        if obj is None:
+            raise KernelError(errno.ENOENT, f"no object {hwpt_id}")
+        raise KernelError(errno.EINVAL, f"HWPT {hwpt_id} is not attached at the PASID")
+
     def trigger_vevent(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                        data: bytearray, arg: int) -> int:
         """iommufd_test_trigger_vevent: the device (ENOENT); with no vIOMMU (none can be
@@ -462,6 +485,8 @@ _HANDLERS = {
     I.IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT: MockSelftest.set_temp_memory_limit,
     I.IOMMU_TEST_OP_TRIGGER_IOPF: MockSelftest.trigger_iopf,
     I.IOMMU_TEST_OP_DIRTY: MockSelftest.dirty,
+    I.IOMMU_TEST_OP_PASID_DETACH: MockSelftest.pasid_detach,
+    I.IOMMU_TEST_OP_PASID_CHECK_HWPT: MockSelftest.pasid_check_hwpt,
     I.IOMMU_TEST_OP_TRIGGER_VEVENT: MockSelftest.trigger_vevent,
 }
 

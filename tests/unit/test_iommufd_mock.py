@@ -387,3 +387,16 @@ def test_dirty_tracking_domains_of_the_mock_iommu() -> None:
                     flags=I.IOMMU_HWPT_DIRTY_TRACKING_ENABLE)[0] == 0
     result, after = m.test(I.IOMMU_TEST_OP_DIRTY, **dirty)
     assert result == 0 and after["out_nr_dirty"] == 2
+
+
+def test_nothing_is_ever_attached_at_a_pasid() -> None:
+    m = Mock()
+    out = m.mock_domain(m.ioas(), I.MOCK_FLAGS_DEVICE_PASID)[1]
+    stdev, hwpt = out["out_stdev_id"], out["out_hwpt_id"]
+    assert m.test(I.IOMMU_TEST_OP_PASID_DETACH, id=stdev, pasid=100)[0] == 0
+    assert m.test(I.IOMMU_TEST_OP_PASID_DETACH, id=hwpt, pasid=100)[0] == -errno.ENOENT
+    check = I.IOMMU_TEST_OP_PASID_CHECK_HWPT
+    assert m.test(check, id=stdev, pasid=100, hwpt_id=0)[0] == 0
+    assert m.test(check, id=stdev, pasid=100, hwpt_id=hwpt)[0] == -errno.EINVAL
+    assert m.test(check, id=stdev, pasid=100, hwpt_id=HOLE)[0] == -errno.ENOENT
+    assert m.test(I.IOMMU_TEST_OP_PASID_ATTACH, id=stdev, pasid=100, pt_id=hwpt)[0] == -errno.EOPNOTSUPP
