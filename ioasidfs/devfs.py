@@ -514,11 +514,27 @@ class DevFs:
             raise KernelError(errno.EINVAL, f"range {offset:#x}+{count:#x} beyond LLONG_MAX")
         count = min(count, _MAX_RW_COUNT)
         caller = self._caller_for(pid)
-        if write:
-            return entry.file.write(caller, offset, caller.memory.read(buf, count))
-        data = entry.file.read(caller, offset, count)
-        caller.memory.write(buf, data)
-        return len(data)
+        # In pieces of FUSE's max_write, as a device fd's FUSE reads and writes arrive: never
+        # the whole (up to 2 GiB) buffer in memory; a short piece ends the call, and a failure
+        # after some bytes moved is the count moved so far (as the kernel's partial copies).
+        done = 0
+        while done < count:
+            size = min(count - done, _RW_PIECE)
+            try:
+                if write:
+                    moved = entry.file.write(caller, offset + done, caller.memory.read(buf + done, size))
+                else:
+                    data = entry.file.read(caller, offset + done, size)
+                    caller.memory.write(buf + done, data)
+                    moved = len(data)
+            except KernelError:
+                if done:
+                    return done
+                raise
+            done += moved
+            if moved < size:
+                break
+        return done
 
     def pin_device_fds_dir(self, mountpoint: str) -> None:
         """Keep a handle on ``devfds/`` under ``mountpoint`` before that mount is detached
@@ -681,6 +697,9 @@ _PROT_WRITE = 0x2
 _LLONG_MAX = (1 << 63) - 1
 _MAX_RW_COUNT = 0x7FFFF000
 """``MAX_RW_COUNT``: INT_MAX & PAGE_MASK, what one read()/write() moves at most."""
+_RW_PIECE = 128 * 1024
+"""A trapped pread/pwrite is moved in pieces of this size: FUSE's max_write (the session's
+DEFAULT_MAX_WRITE), how a device fd's reads and writes reach the driver over FUSE."""
 _MAP_SHARED = 0x01
 _MAP_PRIVATE = 0x02
 _MAP_SHARED_VALIDATE = 0x03
