@@ -20,8 +20,8 @@ status, 128+N when signal N killed it; 127 if it cannot be found, 126 if it cann
 ``--transport cuse`` (:func:`run_program_cuse`): the /dev nodes are real character devices,
 one CUSE device per node (:mod:`ioasidfs.cuse`), made in the machine's /dev before PROGRAM
 starts and removed by the kernel when we exit (however we exit). The rest is the same: the
-namespace (for the fake sysfs over /sys), the early fork, the same seccomp filter and
-supervisor, the same engine, dispatch and trace. What differs and why:
+namespace (for the fake sysfs over /sys), the early fork, the seccomp filter (with two more
+syscalls, below) and supervisor, the same engine, dispatch and trace. What differs and why:
 
 * /dev is not covered: the nodes are real. Only with ``--prefix NAME`` (a real VFIO driver owns
   /dev/vfio) is a tmpfs stacked on /dev, as over FUSE, and /dev/NAME/vfio, ioasid and iommu are
@@ -56,8 +56,7 @@ from typing import NoReturn, Sequence
 
 import trio
 
-from . import seccomp, vfs
-from . import cuse
+from . import cuse, seccomp, vfs
 from .daemon import Daemon
 from .fuse import io
 from .fuse.mount import mount_fuse
