@@ -958,9 +958,17 @@ class PciFunction:
             self.config_write(self.msi.flags_offset, 2, flags | (log2 << 4) | MSI_FLAGS_ENABLE)
 
     def host_disable_msi(self) -> None:
+        """pci_free_irq_vectors(MSI): the IRQ domain deactivates each vector, writing an
+        all-zero message (msi_domain_deactivate), then MSI Enable and Multiple Message Enable
+        go off. The zeros stay: the next open's virtual config starts from them (the reference
+        VM shows zeros after an earlier session programmed MSI)."""
         with self.lock:
             if self.msi is None:
                 return
+            self.config_write(self.msi.address_lo_offset, 4, 0)
+            if self.msi.address_hi_offset is not None:
+                self.config_write(self.msi.address_hi_offset, 4, 0)
+            self.config_write(self.msi.data_offset, 2, 0)
             flags = self.config.get(self.msi.flags_offset, 2)
             self.config_write(self.msi.flags_offset, 2,
                               flags & ~(MSI_FLAGS_ENABLE | MSI_FLAGS_QSIZE))
@@ -988,12 +996,15 @@ class PciFunction:
             self.config_write(at, 2, (flags | MSIX_FLAGS_ENABLE) & ~MSIX_FLAGS_MASKALL)
 
     def host_disable_msix(self) -> None:
+        """pci_free_irq_vectors(MSI-X): every entry masked and, as msi_domain_deactivate does
+        for the vectors that were set up, its message zeroed; then the function disabled."""
         with self.lock:
             if self.msix is None:
                 return
             at = self.msix.offset + MSIX_FLAGS
             for vector in range(self.msix.vectors):
-                self._msix_table[vector * MSIX_ENTRY_SIZE + MSIX_ENTRY_VECTOR_CTRL] |= \
-                    MSIX_ENTRY_CTRL_MASKBIT
+                base = vector * MSIX_ENTRY_SIZE
+                self._msix_table[base:base + 12] = bytes(12)
+                self._msix_table[base + MSIX_ENTRY_VECTOR_CTRL] |= MSIX_ENTRY_CTRL_MASKBIT
             self.config_write(at, 2, self.config.get(at, 2)
                               & ~(MSIX_FLAGS_ENABLE | MSIX_FLAGS_MASKALL))

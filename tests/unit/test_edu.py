@@ -353,3 +353,17 @@ def test_deterministic() -> None:
         regs = [rig.r32(r) for r in (REG_FACTORIAL, REG_STATUS, REG_IRQ_STATUS)]
         return rig.irq.events, regs, rig.at(0x800, 256)
     assert run() == run()
+
+
+def test_freeing_msi_vectors_zeroes_the_message(rig: Rig) -> None:
+    """msi_domain_deactivate writes an all-zero message when the host frees its vectors: the
+    reference VM's next session reads zeros at 0x44.. (edu_driver then device_ioctls, one boot)."""
+    msi = rig.edu.msi
+    assert msi is not None
+    rig.edu.host_enable_msi(1)
+    assert rig.edu.config_read(msi.address_lo_offset, 4) == 0xFEE00000
+    assert rig.edu.config_read(msi.data_offset, 2) == 0x4000
+    rig.edu.host_disable_msi()
+    assert rig.edu.config_read(msi.address_lo_offset, 4) == 0
+    assert rig.edu.config_read(msi.data_offset, 2) == 0
+    assert rig.edu.config_read(msi.flags_offset, 2) & 0x71 == 0   # enable, multiple message
