@@ -317,3 +317,104 @@ def test_a_refused_mmap_is_logged(mw: MmapWorld, caplog: pytest.LogCaptureFixtur
     with caplog.at_level("INFO", logger="ioasidfs"):
         mw.mmap_errno(fd, MAP_PRIVATE, offset=0x3000)
     assert "mmap(/dev/vfio/1, 0x1000, prot=0x3, flags=0x2, off=0x3000) = -1 ENODEV" in caplog.text
+
+
+# ----------------------------------------------------------------- pread/pwrite of CUSE nodes
+
+class Regions(OpenFile):
+    """Stands for a bound device cdev: records where reads and writes land; ``fail_at`` makes
+    the access at that offset fail (EIO) and ``short`` makes every read return that much."""
+
+    kind = FileKind.CDEV
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[int, int]] = []
+        self.writes: list[tuple[int, bytes]] = []
+        self.fail_at: int | None = None
+        self.short: int | None = None
+
+    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
+        raise KernelError(errno.ENOTTY, "no ioctls here")
+
+    def read(self, caller: Caller, offset: int, size: int) -> bytes:
+        if offset == self.fail_at:
+            raise KernelError(errno.EIO, "device gone")
+        self.reads.append((offset, size))
+        n = size if self.short is None else min(size, self.short)
+        return bytes((offset + i) & 0xFF for i in range(n))
+
+    def write(self, caller: Caller, offset: int, data: bytes) -> int:
+        if offset == self.fail_at:
+            raise KernelError(errno.EIO, "device gone")
+        self.writes.append((offset, data))
+        return len(data)
+
+
+CFG_REGION = V.VFIO_PCI_CONFIG_REGION_INDEX << 40
+BIG = 0x100000   # 1 MiB of fake client memory for the piecewise transfers
+BIG_BUF = 0x1000000
+
+
+def cdev_over_cuse(w: MmapWorld, mode: int = os.O_RDWR) -> tuple[int, Regions]:
+    regions = Regions()
+    fd = w.give_open("/dev/vfio/devices/vfio0", mode, regions)
+    w.fs._cuse_inodes = frozenset({w.node("/dev/vfio/devices/vfio0").ino})
+    return fd, regions
+
+
+def rw(w: MmapWorld, fd: int, write: bool, count: int, offset: int, buf: int = BUF) -> int | None:
+    return w.fs.trapped_rw(os.getpid(), fd, write, buf, count, offset)
+
+
+def rw_errno(w: MmapWorld, fd: int, write: bool, count: int, offset: int, buf: int = BUF) -> int:
+    with pytest.raises(KernelError) as info:
+        rw(w, fd, write, count, offset, buf)
+    return info.value.errno
+
+
+def test_pread_pwrite_of_a_cuse_cdev_keep_their_position(mw: MmapWorld) -> None:
+    fd, regions = cdev_over_cuse(mw)
+    assert rw(mw, fd, False, 16, CFG_REGION + 0x40) == 16
+    assert regions.reads == [(CFG_REGION + 0x40, 16)]
+    assert mw.memory.read(BUF, 16) == bytes(range(0x40, 0x50))
+    mw.memory.write(BUF, b"\x06\x01")
+    assert rw(mw, fd, True, 2, CFG_REGION + 4) == 2
+    assert regions.writes == [(CFG_REGION + 4, b"\x06\x01")]
+
+
+def test_pread_pwrite_the_vfs_checks_first(mw: MmapWorld) -> None:
+    fd, regions = cdev_over_cuse(mw, os.O_RDONLY)
+    assert rw_errno(mw, fd, True, 4, 0) == errno.EBADF          # not open for writing
+    wfd, _ = cdev_over_cuse(mw, os.O_WRONLY)
+    assert rw_errno(mw, wfd, False, 4, 0) == errno.EBADF        # not open for reading
+    assert rw_errno(mw, fd, False, 8, 0, buf=(1 << 47) - 4) == errno.EFAULT  # not user memory
+    assert rw_errno(mw, fd, False, 16, (1 << 63) - 8) == errno.EINVAL        # past LLONG_MAX
+    assert regions.reads == []
+
+
+def test_pread_pwrite_of_other_files_run_for_real(mw: MmapWorld) -> None:
+    fd, _ = cdev_over_cuse(mw)
+    assert rw(mw, fd, False, 4, -1) is None                     # EINVAL for any fd: the kernel's
+    assert rw(mw, 12345, False, 4, 0) is None                   # not one of ours
+    fuse = mw.give_open("/dev/vfio/1")                          # ours, but FUSE keeps positions
+    assert rw(mw, fuse, False, 4, 0) is None
+
+
+def test_a_long_pread_moves_in_pieces_and_stops_short(mw: MmapWorld) -> None:
+    fd, regions = cdev_over_cuse(mw)
+    mw.memory.map(BIG_BUF, BIG)
+    assert rw(mw, fd, False, 300 * 1024, 0, BIG_BUF) == 300 * 1024
+    assert regions.reads == [(0, 128 * 1024), (128 * 1024, 128 * 1024), (256 * 1024, 44 * 1024)]
+    regions.reads.clear()
+    regions.short = 1000                                         # the driver moves less: done
+    assert rw(mw, fd, False, 300 * 1024, 0, BIG_BUF) == 1000
+    assert regions.reads == [(0, 128 * 1024)]
+
+
+def test_a_failure_after_some_bytes_is_the_count_moved(mw: MmapWorld) -> None:
+    fd, regions = cdev_over_cuse(mw)
+    mw.memory.map(BIG_BUF, BIG)
+    regions.fail_at = 128 * 1024
+    assert rw(mw, fd, True, 200 * 1024, 0, BIG_BUF) == 128 * 1024
+    regions.fail_at = 0
+    assert rw_errno(mw, fd, True, 200 * 1024, 0, BIG_BUF) == errno.EIO
