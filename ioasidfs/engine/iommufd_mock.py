@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import struct
 from typing import Callable
 
 from ..config import IommuConfig
@@ -46,16 +45,12 @@ MOCK_IO_PAGE_SIZE = PAGE_SIZE // 2
 """The mock domain's IOPTE size (selftest.c: PAGE_SIZE / 2)."""
 MOCK_HUGE_PAGE_SIZE = 512 * MOCK_IO_PAGE_SIZE
 """The large IOPTE of a domain allocated for a MOCK_FLAGS_DEVICE_HUGE_IOVA device (1 MiB)."""
-MOCK_DEV_CACHE_NUM = 4
-MOCK_DEV_CACHE_ID_MAX = MOCK_DEV_CACHE_NUM - 1
+MOCK_DEV_CACHE_ID_MAX = I.MOCK_DEV_CACHE_NUM - 1
 _DEVICE_FLAGS = (I.MOCK_FLAGS_DEVICE_NO_DIRTY | I.MOCK_FLAGS_DEVICE_HUGE_IOVA
                  | I.MOCK_FLAGS_DEVICE_PASID)
 _MEMORY_LIMIT_MIN = 8 + 4
 """SET_TEMP_MEMORY_LIMIT: below sizeof(unsigned long) + sizeof(u32) the core's batches break."""
 _DEFAULT_MEMORY_LIMIT = 65536
-IOMMU_HW_INFO_TYPE_SELFTEST = 0xFEEDBEEF
-IOMMU_HW_INFO_SELFTEST_REGVAL = 0xDEADBEEF
-MOCK_PASID_WIDTH = 20
 
 
 
@@ -68,7 +63,7 @@ class MockDevice(BoundDevice):
     def __init__(self, name: str, flags: int) -> None:
         super().__init__(name)
         self.flags = flags
-        self.cache = [I.IOMMU_TEST_DEV_CACHE_DEFAULT] * MOCK_DEV_CACHE_NUM
+        self.cache = [I.IOMMU_TEST_DEV_CACHE_DEFAULT] * I.MOCK_DEV_CACHE_NUM
 
     def new_domain(self, iommu: IommuConfig) -> Domain:
         """mock_domain_alloc_paging_flags: the mock geometry whatever the machine's IOMMU is."""
@@ -91,14 +86,14 @@ class MockIommu:
     MOCK_PASID_WIDTH for a PASID device ("pasid-num-bits"), else none."""
 
     nesting = True
-    hw_info_type = IOMMU_HW_INFO_TYPE_SELFTEST
+    hw_info_type = I.IOMMU_HW_INFO_TYPE_SELFTEST
 
     def __init__(self, flags: int) -> None:
         self.dirty_tracking = not flags & I.MOCK_FLAGS_DEVICE_NO_DIRTY
-        self.max_pasid_log2 = MOCK_PASID_WIDTH if flags & I.MOCK_FLAGS_DEVICE_PASID else 0
+        self.max_pasid_log2 = I.MOCK_PASID_WIDTH if flags & I.MOCK_FLAGS_DEVICE_PASID else 0
 
     def hw_info(self) -> bytes:
-        return struct.pack("<II", 0, IOMMU_HW_INFO_SELFTEST_REGVAL)
+        return I.TEST_HW_INFO.pack(flags=0, test_reg=I.IOMMU_HW_INFO_SELFTEST_REGVAL)
 
 
 def mock_domain(device_flags: int) -> Domain:
