@@ -254,14 +254,15 @@ class DevFs:
 
     def _flush_on_close(self, node: Node) -> bool:
         """Whether close() of this node's files must reach us (FLUSH, which close() waits for):
-        for a device fd of ``run --transport cuse`` (a FUSE file beside CUSE nodes).
+        for a device fd or a selftest access fd of ``run --transport cuse`` (FUSE files beside
+        CUSE nodes).
 
         The kernel releases a device fd before close() returns, and what the program does
         next on its other fds (CHECK_EXTENSION on the iommufd, UNSET_CONTAINER) sees it gone.
         FUSE's RELEASE is asynchronous; over FUSE alone it still comes first, queued on the
         one connection ahead of the program's next request. Beside CUSE the next request
         comes on another connection and may overtake it, so we look at FLUSH instead."""
-        return node.kind is FileKind.DEVICE and bool(self._cuse_inodes)
+        return node.kind in (FileKind.DEVICE, FileKind.ACCESS) and bool(self._cuse_inodes)
 
     def _open(self, fh: int) -> _Open:
         entry = self.opens.get(fh)
