@@ -87,6 +87,14 @@ class IntervalBlocks(Generic[T]):
             b, i = b + 1, 0
         return found
 
+    def iter_from(self, x: int) -> Iterator[T]:
+        """The items ending at or after ``x``, ascending, lazily (a caller that stops early
+        pays only for what it looked at). Do not change the structure while walking it."""
+        b, i = self._locate(x)
+        while b < len(self._blocks):
+            yield from self._blocks[b][i:]
+            b, i = b + 1, 0
+
     def insert(self, item: T) -> None:
         """Add ``item``; the caller has made sure that nothing overlaps it."""
         start = self._start_of(item)
@@ -103,12 +111,49 @@ class IntervalBlocks(Generic[T]):
         block.insert(i, item)
         starts.insert(i, start)
         self._len += 1
+        self._settle(b)
+
+    def _settle(self, b: int) -> None:
+        """Refresh block ``b``'s first start; split the block once it holds over twice the
+        load (a replace may have grown it by many)."""
+        block, starts = self._blocks[b], self._starts[b]
         self._firsts[b] = starts[0]
         if len(block) > 2 * self.LOAD:
-            half = self.LOAD
-            self._blocks[b:b + 1] = [block[:half], block[half:]]
-            self._starts[b:b + 1] = [starts[:half], starts[half:]]
-            self._firsts[b:b + 1] = [starts[0], starts[half]]
+            size = -(-len(block) // (len(block) // self.LOAD))   # near-equal parts of ~LOAD
+            cuts = range(0, len(block), size)
+            self._blocks[b:b + 1] = [block[c:c + size] for c in cuts]
+            self._starts[b:b + 1] = [starts[c:c + size] for c in cuts]
+            self._firsts[b:b + 1] = [starts[c] for c in cuts]
+
+    def replace(self, old: T, new: list[T]) -> None:
+        """Put ``new`` (ascending, covering no more than ``old`` did) in ``old``'s place: a
+        split of one item into pieces, in one step."""
+        start = self._start_of(old)
+        b = max(bisect.bisect_right(self._firsts, start) - 1, 0)
+        i = bisect.bisect_left(self._starts[b], start)
+        if i == len(self._blocks[b]) or self._blocks[b][i] is not old:
+            raise IndexError("not stored here")
+        self._blocks[b][i:i + 1] = new
+        self._starts[b][i:i + 1] = [self._start_of(item) for item in new]
+        self._len += len(new) - 1
+        if not self._blocks[b]:
+            del self._blocks[b]
+            del self._starts[b]
+            del self._firsts[b]
+            return
+        self._settle(b)
+
+    def remove_run(self, first: T, count: int) -> None:
+        """Take out ``count`` consecutive items, the first of them ``first``."""
+        b, i = self._locate(self._start_of(first))
+        if b >= len(self._blocks) or self._blocks[b][i] is not first:
+            raise IndexError("not stored here")
+        while count:
+            taken = min(count, len(self._blocks[b]) - i)
+            emptied = i == 0 and taken == len(self._blocks[b])
+            self._delete(b, i, i + taken)
+            count -= taken
+            b, i = (b if emptied else b + 1), 0
 
     def remove(self, item: T) -> None:
         """Take out ``item`` itself (by identity); IndexError if it is not stored."""

@@ -43,7 +43,6 @@ on failure unless the kernel does not (unmap is not atomic, cuts persist).
 """
 from __future__ import annotations
 
-import bisect
 import enum
 import errno
 import heapq
@@ -54,6 +53,7 @@ from ..config import IommuConfig, ReservedRegion
 from ..errors import KernelError
 from .caller import PAGE_SIZE, Caller, CallerFile, ProcessKey
 from .locked import LockedMemory, UserLockedMemory
+from .intervals import IntervalBlocks
 from .translate import OwnerRegistry, TranslationTable, new_table
 
 U64_MAX = (1 << 64) - 1
@@ -332,117 +332,29 @@ class Area:
         return f"Area([{self.iova:#x}, {self.last:#x}] <- {self.vaddr:#x}, prot {self.prot})"
 
 
-class AreaTree:
-    """Areas sorted by IOVA (the kernel's ``area_itree``), answering only what the IOAS asks:
-    which areas intersect a range, which one contains an IOVA, in order.
-
-    A list of sorted blocks of at most ``2 * LOAD`` areas, with each block's first IOVA in a
-    separate list for bisecting: lookups are O(log n), and an insert or removal moves at most
-    one block's worth of pointers, so a map at the bottom of 60k areas costs what it costs in
-    an empty IOAS."""
-
-    LOAD = 256
+class AreaTree(IntervalBlocks["Area"]):
+    """Areas sorted by IOVA (the kernel's ``area_itree``), answering only what the IOAS asks --
+    which areas intersect a range, which one contains an IOVA, in order -- through the engine's
+    one sorted-interval structure (``intervals.py``): O(log n) lookups, and an insert or removal
+    moves at most one block's worth of pointers, so a map at the bottom of 60k areas costs what
+    it costs in an empty IOAS."""
 
     def __init__(self) -> None:
-        self._blocks: list[list[Area]] = []
-        self._firsts: list[int] = []
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __iter__(self) -> Iterator[Area]:
-        """A snapshot, ascending: the caller may change the tree while walking it."""
-        return iter([area for block in self._blocks for area in block])
-
-    def _locate(self, start: int) -> tuple[int, int]:
-        """(block, index) of the first area whose last byte is at or above ``start``; the end
-        position is (len(blocks), 0)."""
-        b = bisect.bisect_right(self._firsts, start) - 1
-        if b < 0:
-            return 0, 0
-        block = self._blocks[b]
-        i = bisect.bisect_right(block, start, key=_iova_of) - 1
-        if block[i].last >= start:
-            return b, i
-        return (b, i + 1) if i + 1 < len(block) else (b + 1, 0)
-
-    def _from(self, b: int, i: int) -> Iterator[Area]:
-        while b < len(self._blocks):
-            block = self._blocks[b]
-            yield from block[i:]
-            b, i = b + 1, 0
-
-    def iter_from(self, start: int) -> Iterator[Area]:
-        """Areas ending at or after ``start``, ascending (lazily: the allocator stops early)."""
-        return self._from(*self._locate(start))
+        super().__init__(_iova_of, _last_of)
 
     def intersecting(self, start: int, last: int) -> list[Area]:
-        found = []
-        for area in self.iter_from(start):
-            if area.iova > last:
-                break
-            found.append(area)
-        return found
+        return self.overlapping(start, last)
 
     def first_intersecting(self, start: int, last: int) -> Area | None:
-        area = next(self.iter_from(start), None)
-        return area if area is not None and area.iova <= last else None
-
-    def insert(self, area: Area) -> None:
-        """Add ``area``; the caller has checked that nothing overlaps it."""
-        if not self._blocks:
-            self._blocks.append([area])
-            self._firsts.append(area.iova)
-            self._len = 1
-            return
-        b = max(bisect.bisect_right(self._firsts, area.iova) - 1, 0)
-        block = self._blocks[b]
-        i = bisect.bisect_left(block, area.iova, key=_iova_of)
-        assert i == len(block) or block[i].iova > area.last, "overlap"
-        assert i == 0 or block[i - 1].last < area.iova, "overlap"
-        block.insert(i, area)
-        self._len += 1
-        self._settle(b)
-
-    def remove_run(self, first: Area, count: int) -> None:
-        """Remove ``count`` consecutive areas starting with ``first``."""
-        b, i = self._locate(first.iova)
-        assert self._blocks[b][i] is first, "not in this tree"
-        self._len -= count
-        while count:
-            block = self._blocks[b]
-            taken = min(count, len(block) - i)
-            del block[i:i + taken]
-            count -= taken
-            if block:
-                self._firsts[b] = block[0].iova
-                b, i = b + 1, 0
-            else:
-                del self._blocks[b]
-                del self._firsts[b]
-                i = 0
-
-    def replace(self, old: Area, new: list[Area]) -> None:
-        """Put ``new`` (covering exactly ``old``'s range, ascending) in place of ``old``."""
-        b, i = self._locate(old.iova)
-        assert self._blocks[b][i] is old
-        self._blocks[b][i:i + 1] = new
-        self._len += len(new) - 1
-        self._settle(b)
-
-    def _settle(self, b: int) -> None:
-        """Refresh block ``b``'s first IOVA; split it once it holds twice the load."""
-        block = self._blocks[b]
-        self._firsts[b] = block[0].iova
-        if len(block) > 2 * self.LOAD:
-            self._blocks[b:b + 1] = [block[:self.LOAD], block[self.LOAD:]]
-            self._firsts[b:b + 1] = [block[0].iova, block[self.LOAD].iova]
-
+        return self.first_overlapping(start, last)
 
 
 def _iova_of(area: Area) -> int:
     return area.iova
+
+
+def _last_of(area: Area) -> int:
+    return area.last
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,30 @@ class Model(RuleBasedStateMachine):
             self.tree.insert(piece)
             self.model = sorted(self.model + [piece], key=lambda i: i.start)
 
+    @rule(data=st.data(), pieces=st.integers(1, 7))
+    def replace(self, data: st.DataObject, pieces: int) -> None:
+        """One item replaced by up to 7 pieces of it, in one step (a block may overflow)."""
+        wide = [i for i in self.model if i.last - i.start + 1 >= pieces]
+        if wide:
+            old = data.draw(st.sampled_from(wide))
+            size = (old.last - old.start + 1) // pieces
+            new = [Iv(old.start + k * size, old.start + (k + 1) * size - 1) for k in range(pieces)]
+            new[-1].last = old.last
+            self.tree.replace(old, new)
+            self.model = sorted([i for i in self.model if i is not old] + new, key=lambda i: i.start)
+
+    @rule(first=addr, length=st.integers(1, 40))
+    def remove_run(self, first: int, length: int) -> None:
+        last = min(first + length - 1, TOP)
+        run = self._meets(first, last)
+        if run:
+            self.tree.remove_run(run[0], len(run))
+            self.model = [i for i in self.model if i not in run]
+
+    @rule(x=addr)
+    def iter_from(self, x: int) -> None:
+        assert list(self.tree.iter_from(x)) == [i for i in self.model if i.last >= x]
+
     @rule(x=addr)
     def containing(self, x: int) -> None:
         want = self._meets(x, x)
