@@ -58,6 +58,9 @@ from .translate import OwnerRegistry, TranslationTable, new_table
 
 U64_MAX = (1 << 64) - 1
 HPAGE_SIZE = 2 << 20
+DIRTY_GRANULE = PAGE_SIZE // 2
+"""What the IOAS's dirty bits count: the smallest IOPTE of any IOMMU emulated here (the
+kernel selftest's mock domain, PAGE_SIZE / 2; VT-d's are PAGE_SIZE)."""
 """THP size: the IOVA allocator never aligns beyond it (CONFIG_TRANSPARENT_HUGEPAGE, as on every
 distribution kernel)."""
 
@@ -427,8 +430,8 @@ class Ioas:
         self.accounting = accounting if accounting is not None else Accounting()
         self.owners = owners if owners is not None else OwnerRegistry()
         # Byte-granular mappings (an area may start at any byte without a domain); dirty bits
-        # per IOMMU page (a VT-d second-level PTE of PAGE_SIZE).
-        self.table: TranslationTable = new_table(1, dirty_page_size=PAGE_SIZE)
+        # per DIRTY_GRANULE, read out per IOPTE of the domain asking.
+        self.table: TranslationTable = new_table(1, dirty_page_size=DIRTY_GRANULE)
         self.areas = AreaTree()
         self.reserved: list[Reserved] = []
         # In-kernel users reading this IOAS by IOVA (``iommufd_access``, the selftest's): they
@@ -872,9 +875,10 @@ class Ioas:
 
     # ---------------------------------------------------------------- dirty tracking
     # The IOAS's translation table is the one place dirty bits live: device writes mark it
-    # (devices/dma.py), the HWPT ioctls read it through these. Its dirty bits count IOMMU pages
-    # (PAGE_SIZE): a page is dirty when any byte of it was written. Tracking needs a domain, and
-    # with a domain every area is page-aligned, as the table requires while tracking.
+    # (devices/dma.py), the HWPT ioctls read it through these. Its dirty bits count
+    # DIRTY_GRANULE units; a domain reads them per IOPTE of its smallest page (VT-d: 4 KiB, the
+    # selftest's mock: 2 KiB): an IOPTE is dirty when any byte of it was written. Tracking needs
+    # a domain, and with a domain every area is aligned to its pages, as the table requires.
 
     def start_dirty_tracking(self) -> None:
         """Tracking on, every page clean (also when it was on: iopt_set_dirty_tracking clears
@@ -888,8 +892,9 @@ class Ioas:
     def stop_dirty_tracking(self) -> None:
         self.table.stop_dirty_tracking()
 
-    def read_dirty(self, iova: int, last: int, *, clear: bool) -> list[int]:
-        """The dirty PAGE_SIZE pages of the areas covering [iova, last] without a gap from
+    def read_dirty(self, iova: int, last: int, *, clear: bool,
+                   granule: int = PAGE_SIZE) -> list[int]:
+        """The dirty ``granule``-sized IOPTEs of the areas covering [iova, last] without a gap from
         ``iova`` (__iommu_read_and_clear_dirty walks contiguous areas and stops at the first
         hole), ascending IOVAs; their dirty state is cleared unless ``clear`` is false
         (IOMMU_DIRTY_NO_CLEAR). Nothing when tracking is off (the driver refuses the walk and
@@ -902,22 +907,25 @@ class Ioas:
             if area.iova > cursor:
                 break
             end = min(last, area.last)
-            dirty.extend(self._read_dirty_pages(cursor, end, clear=clear))
+            dirty.extend(self._read_dirty_pages(cursor, end, clear=clear, granule=granule))
             if end >= last:
                 break
             cursor = end + 1
         return dirty
 
-    def _read_dirty_pages(self, start: int, last: int, *, clear: bool) -> list[int]:
-        """Dirty pages of one mapped run [start, last], widened to whole pages."""
-        first = start - start % PAGE_SIZE
-        end = last - last % PAGE_SIZE + PAGE_SIZE
+    def _read_dirty_pages(self, start: int, last: int, *, clear: bool,
+                          granule: int = PAGE_SIZE) -> list[int]:
+        """The dirty granules (IOVAs, ascending) of one mapped run [start, last], widened to
+        whole granules (``granule``: a power of two, at least DIRTY_GRANULE)."""
+        first = start - start % granule
+        end = last - last % granule + granule
         bits = int.from_bytes(self.table.read_dirty(first, end - first, clear=clear), "little")
+        units = granule // DIRTY_GRANULE
         pages: list[int] = []
         while bits:
-            low = bits & -bits
-            pages.append(first + (low.bit_length() - 1) * PAGE_SIZE)
-            bits ^= low
+            unit = (bits & -bits).bit_length() - 1
+            pages.append(first + unit // units * granule)
+            bits &= ~(((1 << units) - 1) << (unit - unit % units))   # the rest of that granule
         return pages
 
     # ---------------------------------------------------------------- lifetime

@@ -1067,12 +1067,13 @@ class IommufdContext:
         if not hwpt.dirty_enabled:
             return 0  # intel_iommu_read_and_clear_dirty: EINVAL inside the walk, ignored
         clear = not flags & I.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
-        dirty = hwpt.ioas.read_dirty(iova, last, clear=False)
+        granule = hwpt.domain.min_page_size   # the domain's IOPTEs: what its dirty bits cover
+        dirty = hwpt.ioas.read_dirty(iova, last, clear=False, granule=granule)
         if not dirty:
             return 0
         shift = (page_size & -page_size).bit_length() - 1
-        bits = [(page - iova) >> shift for page in dirty]
-        ends = [(page + PAGE_SIZE - 1 - iova) >> shift for page in dirty]
+        bits = [(max(page, iova) - iova) >> shift for page in dirty]
+        ends = [(min(page + granule - 1, last) - iova) >> shift for page in dirty]
         first_byte, last_byte = bits[0] // 8, ends[-1] // 8
         uptr = int_field(fields, "data")
         try:
@@ -1083,7 +1084,7 @@ class IommufdContext:
             for bit in range(lo, hi + 1):
                 bitmap[bit // 8 - first_byte] |= 1 << (bit % 8)
         if clear:
-            hwpt.ioas.read_dirty(iova, last, clear=True)
+            hwpt.ioas.read_dirty(iova, last, clear=True, granule=granule)
         try:
             caller.memory.write(uptr + first_byte, bytes(bitmap))
         except KernelError:

@@ -388,6 +388,21 @@ def test_dirty_tracking_domains_of_the_mock_iommu() -> None:
     result, after = m.test(I.IOMMU_TEST_OP_DIRTY, **dirty)
     assert result == 0 and after["out_nr_dirty"] == 2
 
+    def bitmap(page_size: int, flags: int = I.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) -> int:
+        out = ARRAY + 0x100
+        m.proc.memory.write(out, bytes(8))
+        assert m.native(I.IOMMU_HWPT_GET_DIRTY_BITMAP, I.HWPT_GET_DIRTY_BITMAP, hwpt_id=hwpt_id,
+                        flags=flags, iova=START, length=2 * PAGE, page_size=page_size,
+                        data=out)[0] == 0
+        return int.from_bytes(m.proc.memory.read(out, 8), "little")
+
+    # The mock domain's dirty bits are per 2 KiB IOPTE: IOPTEs 0 and 2 are dirty.
+    assert bitmap(MOCK_IO_PAGE_SIZE) == 0b0101
+    assert bitmap(PAGE) == 0b11                    # one bit per 4 KiB: both pages
+    assert bitmap(MOCK_IO_PAGE_SIZE // 2) == 0b00110011   # an IOPTE covers two 1 KiB bits
+    assert bitmap(MOCK_IO_PAGE_SIZE, flags=0) == 0b0101   # read and cleared
+    assert bitmap(MOCK_IO_PAGE_SIZE) == 0
+
 
 def test_nothing_is_ever_attached_at_a_pasid() -> None:
     m = Mock()
