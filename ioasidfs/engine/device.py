@@ -58,6 +58,9 @@ class Device:
         # that bound it (cdev path only; ``device->cdev_opened``).
         self.iommufd_binding: BoundDevice | None = None
         self.cdev: CdevFile | None = None
+        # The context a group-path open bound it to (``df->iommufd``): the device fd, not the
+        # group, holds that binding, so it outlives UNSET_CONTAINER and is undone there.
+        self.iommufd_context: IommufdContext | None = None
 
     @property
     def open_count(self) -> int:

@@ -105,7 +105,8 @@ class Engine:
         the io address space the group is attached to --
 
         * on the group path, its type1 container's IOMMU instance (after VFIO_SET_IOMMU), or on
-          an iommufd the IOAS its devices are attached to, else the compat IOAS;
+          an iommufd the IOAS its devices are attached to (still after UNSET_CONTAINER while
+          a device fd is open: the bound device keeps its domain), else the compat IOAS;
         * on the cdev path (devices bound with VFIO_DEVICE_BIND_IOMMUFD), the IOAS of the HWPT
           the group's devices are attached to (iommufd attaches the whole IOMMU group, so every
           device of it translates through that domain); bound but not attached, or detached
@@ -120,7 +121,15 @@ class Engine:
         group = self.groups[group_id]
         table: TranslationTable | None = None
         blocked = f"group {group_id} is not attached to an IOMMU"
-        if group.container is not None:
+        # A device bound to an iommufd (either path) keeps its attachment whatever the group
+        # node does: UNSET_CONTAINER with a device fd open only drops the group's reference
+        # on the context (vfio_group_ioctl_unset_container), the domain stays.
+        bound = [d.iommufd_binding for d in group.members.values()
+                 if d.iommufd_binding is not None]
+        hwpts = [b.hwpt for b in bound if b.hwpt is not None]
+        if hwpts:
+            table = hwpts[0].ioas.table
+        elif group.container is not None:
             if group.container.iommu is not None:
                 table = group.container.iommu.table
         elif group.iommufd is not None:
@@ -130,15 +139,10 @@ class Engine:
             ioas = attached[0] if attached else ctx.compat
             if ioas is not None:
                 table = ioas.table
-        else:
-            bound = [d.iommufd_binding for d in group.members.values()
-                     if d.cdev is not None and d.iommufd_binding is not None]
-            hwpts = [b.hwpt for b in bound if b.hwpt is not None]
-            if hwpts:
-                table = hwpts[0].ioas.table
-            elif bound:
-                blocked = (f"group {group_id}: its device is bound through its cdev but not "
-                           "attached to an IOAS or HWPT (blocking domain)")
+        elif any(d.cdev is not None and d.iommufd_binding is not None
+                 for d in group.members.values()):
+            blocked = (f"group {group_id}: its device is bound through its cdev but not "
+                       "attached to an IOAS or HWPT (blocking domain)")
         if table is None:
             return dma.DmaSpace(self._blocked, self.owners.key, self.faults, blocked=blocked)
         return dma.DmaSpace(table, self.owners.key, self.faults)

@@ -233,6 +233,7 @@ class GroupFile(OpenFile):
             if not group.viable:
                 raise KernelError(errno.EPERM, f"a host driver owns DMA in group {group.id}")
             device.iommufd_binding = group.iommufd.bind_group_device(device_name, group.id)
+            device.iommufd_context = group.iommufd
         file = DeviceFile(device, self, device.open())
         self.open_devices.append(file)
         if group.container is not None:
@@ -240,12 +241,16 @@ class GroupFile(OpenFile):
         return file  # type: ignore[return-value]  # a new open file: devfs installs it as an fd
 
     def device_closed(self, file: OpenFile, device: Device) -> None:
-        """A device fd of this group was released (vfio_df_group_close)."""
+        """A device fd of this group was released (vfio_df_group_close). The last close
+        unbinds the device from the context it was bound to (vfio_df_close ->
+        vfio_df_iommufd_unbind with ``df->iommufd``), which is still there after
+        UNSET_CONTAINER: the binding holds it (iommufd_device_bind's iommufd_ctx_get)."""
         group = self.group
         if device.open_count == 0 and device.iommufd_binding is not None:
-            if group.iommufd is not None:
-                group.iommufd.unbind_device(device.iommufd_binding)
+            if device.iommufd_context is not None:
+                device.iommufd_context.unbind_device(device.iommufd_binding)
             device.iommufd_binding = None
+            device.iommufd_context = None
         if group.container is not None and group.container_users > 1:
             group.container_users -= 1
         self.open_devices.remove(file)

@@ -521,3 +521,43 @@ def test_edu_writes_through_a_cdev_attached_dirty_tracking_hwpt_show_in_its_bitm
         size=48, hwpt_id=hwpt, flags=0, reserved=0, iova=IOVA, length=4 * PG, page_size=PG,
         data=ctypes.addressof(bitmap))) == 0
     assert bitmap.raw[0] == 0b100  # the third page, and only it
+
+
+@pytest.mark.parametrize("iommufd_first", [True, False])
+def test_unset_container_leaves_the_group_paths_open_device_attached(buf: Buffer,
+                                                                     iommufd_first: bool) -> None:
+    """VFIO_GROUP_UNSET_CONTAINER on an iommufd only drops the group's reference on the
+    context (vfio_group_ioctl_unset_container: no EBUSY for open devices on this path), even
+    with the iommufd closed first: the device GROUP_GET_DEVICE_FD bound stays bound (its DEVICE
+    holds the context, iommufd_device_bind) and attached, so its DMA still reaches the IOAS.
+    Closing the device fd unbinds it from that context (vfio_df_close uses the df's iommufd,
+    not the group's), and then nothing is left."""
+    w = World()
+    iommufd = w.open(FileKind.IOMMUFD)
+    node = w.open(FileKind.GROUP, 1)
+    assert w.call(node, V.VFIO_GROUP_SET_CONTAINER, struct.pack("<i", w.fd_of(iommufd))) == 0
+    device = node.ioctl(w.caller, V.VFIO_GROUP_GET_DEVICE_FD, _string(w, EDU))  # type: ignore[func-returns-value]
+    assert isinstance(device, OpenFile)
+    w.fds[max(w.fds) + 1] = device
+    w.open_files.add(id(device))
+    context = iommufd.context  # type: ignore[attr-defined]
+    w.map(iommufd, 1, IOVA, buf.addr, 2 * PG)  # the compat IOAS is object 1
+    if iommufd_first:
+        w.close(iommufd)
+    assert w.call(node, V.VFIO_GROUP_UNSET_CONTAINER) == 0
+    assert w.err(node, V.VFIO_GROUP_GET_DEVICE_FD, arg=_string(w, EDU)) == errno.EINVAL
+    dma_write(w.engine.device_dma_space(EDU), IOVA, b"still", device=EDU)
+    assert buf.map[:5] == b"still"
+    w.close(node)  # held by the device fd until it is closed
+    w.close(device)
+    device_state = w.engine.devices[EDU]
+    assert device_state.iommufd_binding is None and device_state.iommufd_context is None
+    assert context.devices == [] and context.hwpts == []
+    if iommufd_first:
+        assert context.objects == {}  # the last reference went with the device
+    else:
+        assert list(context.objects) == [1]  # the compat IOAS stays with the open iommufd
+        w.close(iommufd)
+        assert context.objects == {}
+    with pytest.raises(IommuFault):
+        dma_write(w.engine.device_dma_space(EDU), IOVA, b"x", device=EDU)
