@@ -1,6 +1,6 @@
 /*
- * iommufd_cdev.h - the part of the upstream iommufd and VFIO-cdev uAPI that cdev_flow.c uses,
- * for build machines whose headers predate it (Debian 12 has no <linux/iommufd.h> and a 6.1
+ * iommufd_cdev.h - the part of the upstream iommufd and VFIO-cdev uAPI that cdev_flow.c and
+ * ioasid_native.c use, for build machines whose headers predate it (Debian 12 has no <linux/iommufd.h> and a 6.1
  * <linux/vfio.h> without the cdev ioctls).  Written from the upstream uAPI's facts
  * (include/uapi/linux/iommufd.h, include/uapi/linux/vfio.h): ioctl numbers, field offsets and
  * flag values.  Every block is skipped when the system headers already define it, so the
@@ -61,6 +61,46 @@ struct iommu_ioas_unmap {	/* 24 bytes */
 	__aligned_u64 length;
 };
 #define IOMMU_IOAS_UNMAP _IO(IOMMUFD_TYPE, 0x86)
+
+struct iommu_iova_range {	/* 16 bytes: one element of allowed_iovas */
+	__aligned_u64 start;
+	__aligned_u64 last;
+};
+
+struct iommu_ioas_iova_ranges {	/* 32 bytes */
+	__u32 size;
+	__u32 ioas_id;
+	__u32 num_iovas;
+	__u32 __reserved;
+	__aligned_u64 allowed_iovas;
+	__aligned_u64 out_iova_alignment;
+};
+#define IOMMU_IOAS_IOVA_RANGES _IO(IOMMUFD_TYPE, 0x84)
+
+struct iommu_ioas_copy {	/* 40 bytes; flags as iommu_ioas_map's */
+	__u32 size;
+	__u32 flags;
+	__u32 dst_ioas_id;
+	__u32 src_ioas_id;
+	__aligned_u64 length;
+	__aligned_u64 dst_iova;
+	__aligned_u64 src_iova;
+};
+#define IOMMU_IOAS_COPY _IO(IOMMUFD_TYPE, 0x83)
+
+enum iommufd_vfio_ioas_op {
+	IOMMU_VFIO_IOAS_GET = 0,
+	IOMMU_VFIO_IOAS_SET = 1,
+	IOMMU_VFIO_IOAS_CLEAR = 2,
+};
+
+struct iommu_vfio_ioas {	/* 12 bytes */
+	__u32 size;
+	__u32 ioas_id;
+	__u16 op;
+	__u16 __reserved;
+};
+#define IOMMU_VFIO_IOAS _IO(IOMMUFD_TYPE, 0x88)
 #endif /* IOMMU_IOAS_ALLOC */
 
 /* ---- VFIO device cdev ioctls (>= 6.6): _IO(VFIO_TYPE, VFIO_BASE + 18..20) ---- */

@@ -7,6 +7,7 @@ shows up as a failure here until its entry is removed), and every other line mus
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from support import EXPECTED_DIR, pending_lines, require_root, run_ioasidfs
 
 PROGRAMS = ["container_basics", "ioasid_basics", "type1_flow", "type1_limits", "ioasid_container", "type1_lifetime",
-            "edu_driver", "device_ioctls", "cdev_flow", "edu_eventfds"]
+            "edu_driver", "device_ioctls", "cdev_flow", "edu_eventfds", "ioasid_native"]
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
@@ -31,6 +32,22 @@ def test_a_static_binary_gets_device_fds_without_libc(compile_c) -> None:  # typ
     program: Path = compile_c("edu_driver", "-static")
     assert b"ld-linux" not in program.read_bytes()[:4096]  # no program interpreter
     compare_with_the_kernel("edu_driver", program)
+
+
+def test_ioasid_natives_blocked_transfers_are_iommu_faults(compile_c, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """ioasid_native's two transfers to and from the IOVA IOMMU_IOAS_UNMAP removed are IOMMU
+    faults there, a write then a read, and nothing else the program does faults. The program
+    itself cannot see them (the kernel only logs them: "DMAR: [DMA Write NO_PASID] ... fault
+    addr 0x2000"); the trace does."""
+    require_root()
+    trace = tmp_path / "trace.json"
+    result = run_ioasidfs(["run", "--trace", str(trace), "--", str(compile_c("ioasid_native"))])
+    assert result.returncode == 0, result.stderr
+    faults = [json.loads(line) for line in trace.read_text().splitlines() if '"iommu_fault"' in line]
+    assert [(f["device"], f["access"], f["iova"], f["length"], f["reason"]) for f in faults] == [
+        ("0000:00:01.0", "write", 0x2000, 0x800, "not-mapped"),
+        ("0000:00:01.0", "read", 0x2000, 0x800, "not-mapped"),
+    ]
 
 
 def compare_with_the_kernel(name: str, program: Path) -> None:
