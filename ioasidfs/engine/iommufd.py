@@ -83,11 +83,11 @@ NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
     _slot(I.IOMMU_HWPT_INVALIDATE, I.HWPT_INVALIDATE),
     _slot(I.IOMMU_FAULT_QUEUE_ALLOC, I.FAULT_ALLOC),
     _slot(I.IOMMU_IOAS_MAP_FILE, I.IOAS_MAP_FILE, lambda c, caller, d, a: c.ioas_map_file(caller, d, a)),
-    _slot(I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC),
-    _slot(I.IOMMU_VDEVICE_ALLOC, I.VDEVICE_ALLOC),
+    _slot(I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC, lambda c, caller, d, a: c.viommu_alloc(d)),
+    _slot(I.IOMMU_VDEVICE_ALLOC, I.VDEVICE_ALLOC, lambda c, caller, d, a: c.vdevice_alloc(d)),
     _slot(I.IOMMU_IOAS_CHANGE_PROCESS, I.IOAS_CHANGE_PROCESS),
-    _slot(I.IOMMU_VEVENTQ_ALLOC, I.VEVENTQ_ALLOC),
-    _slot(I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC),
+    _slot(I.IOMMU_VEVENTQ_ALLOC, I.VEVENTQ_ALLOC, lambda c, caller, d, a: c.veventq_alloc(d)),
+    _slot(I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC, lambda c, caller, d, a: c.hw_queue_alloc(d)),
 ])
 _NATIVE_END = max(NATIVE_IOCTLS) + 1
 _TEST_CMD_NR = ioc_nr(I.IOMMU_TEST_CMD)
@@ -899,6 +899,56 @@ class IommufdContext:
         if not isinstance(obj, BoundDevice):
             raise KernelError(errno.ENOENT, f"no device {object_id}")
         return obj
+
+    # ---------------------------------------------------------------- vIOMMU objects
+    # No IOMMU emulated here has vIOMMU ops (QEMU's VT-d in legacy mode has none; the selftest's
+    # mock driver's are not emulated), so no vIOMMU object can exist: these answer the kernel's
+    # checks up to the first that needs one (viommu.c, eventq.c).
+
+    def viommu_alloc(self, data: bytearray) -> int:
+        """iommufd_viommu_alloc_ioctl: flags or the DEFAULT type EOPNOTSUPP, the device
+        (ENOENT), then the driver has no viommu ops: EOPNOTSUPP."""
+        fields = I.VIOMMU_ALLOC.unpack(data)
+        if int_field(fields, "flags") or int_field(fields, "type") == I.IOMMU_VIOMMU_TYPE_DEFAULT:
+            raise KernelError(errno.EOPNOTSUPP, "VIOMMU_ALLOC: flags, or the DEFAULT type")
+        device = self.get_device(int_field(fields, "dev_id"))
+        raise KernelError(errno.EOPNOTSUPP, f"VIOMMU_ALLOC: {device.name}'s IOMMU driver has no "
+                                            "vIOMMU support here")
+
+    def _get_viommu(self, object_id: int) -> None:
+        """iommufd_get_viommu: none exists, so ENOENT."""
+        raise KernelError(errno.ENOENT, f"no vIOMMU {object_id}")
+
+    def vdevice_alloc(self, data: bytearray) -> int:
+        """iommufd_vdevice_alloc_ioctl: the vIOMMU is looked up first (ENOENT)."""
+        self._get_viommu(int_field(I.VDEVICE_ALLOC.unpack(data), "viommu_id"))
+        return 0  # not reached
+
+    def veventq_alloc(self, data: bytearray) -> int:
+        """iommufd_veventq_alloc: flags, __reserved or the DEFAULT type EOPNOTSUPP, depth 0
+        EINVAL, then the vIOMMU (ENOENT)."""
+        fields = I.VEVENTQ_ALLOC.unpack(data)
+        if (int_field(fields, "flags") or int_field(fields, "reserved")
+                or int_field(fields, "type") == I.IOMMU_VEVENTQ_TYPE_DEFAULT):
+            raise KernelError(errno.EOPNOTSUPP, "VEVENTQ_ALLOC: flags, __reserved or DEFAULT type")
+        if not int_field(fields, "veventq_depth"):
+            raise KernelError(errno.EINVAL, "VEVENTQ_ALLOC: depth 0")
+        self._get_viommu(int_field(fields, "viommu_id"))
+        return 0  # not reached
+
+    def hw_queue_alloc(self, data: bytearray) -> int:
+        """iommufd_hw_queue_alloc_ioctl: flags or the DEFAULT type EOPNOTSUPP, length 0 EINVAL,
+        a range past 2^64 EOVERFLOW, then the vIOMMU (ENOENT)."""
+        fields = I.HW_QUEUE_ALLOC.unpack(data)
+        if int_field(fields, "flags") or int_field(fields, "type") == I.IOMMU_HW_QUEUE_TYPE_DEFAULT:
+            raise KernelError(errno.EOPNOTSUPP, "HW_QUEUE_ALLOC: flags, or the DEFAULT type")
+        length = int_field(fields, "length")
+        if not length:
+            raise KernelError(errno.EINVAL, "HW_QUEUE_ALLOC: length 0")
+        if int_field(fields, "nesting_parent_iova") + length - 1 > U64_MAX:
+            raise KernelError(errno.EOVERFLOW, "HW_QUEUE_ALLOC: the queue runs past 2^64")
+        self._get_viommu(int_field(fields, "viommu_id"))
+        return 0  # not reached
 
     def get_hwpt_paging(self, object_id: int) -> HwptPaging:
         """iommufd_get_hwpt_paging: ENOENT for a missing id or another type of object."""

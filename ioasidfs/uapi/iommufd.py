@@ -194,6 +194,11 @@ IOMMU_VIOMMU_TYPE_ARM_SMMUV3: Final = 1
 IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV: Final = 2
 IOMMU_VIOMMU_TYPE_SELFTEST: Final = 0xDEADBEEF  # mock driver (iommufd_test.h)
 
+IOMMU_VEVENTQ_TYPE_DEFAULT: Final = 0
+IOMMU_VEVENTQ_TYPE_ARM_SMMUV3: Final = 1
+IOMMU_HW_QUEUE_TYPE_DEFAULT: Final = 0
+IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV: Final = 1
+
 # ---------------------------------------------------------------------------------------------
 # Struct layouts (spec §1.2).  ``min_through`` = the field named in the kernel's IOCTL_OP().
 

@@ -799,3 +799,43 @@ def test_vtd_registers_follow_the_address_width() -> None:
         assert (vtd.cap_reg >> 16) & 0x3F == width - 1 and (vtd.cap_reg >> 8) & 0x1F == sagaw
         assert not vtd.dirty_tracking and not vtd.nesting and not vtd.scalable_mode
     assert VtdIommu.with_dirty_tracking(39).dirty_tracking
+
+
+# ----------------------------------------------------------------------------- vIOMMU objects
+
+def viommu_call(n: Native, cmd: int, layout: Any, **fields: Any) -> int:
+    n.mem.write(ARG, layout.pack(size=layout.size, **fields))
+    return int(n.env.call(n.env.iommufd, cmd, ARG))
+
+
+def test_viommu_objects_cannot_exist_and_say_so_in_the_kernels_order() -> None:
+    """No emulated IOMMU has vIOMMU ops (viommu.c, eventq.c): each ioctl answers its own
+    checks, then the first lookup or driver question that needs a vIOMMU."""
+    n = Native()
+    alloc = dict(dev_id=n.dev_id, hwpt_id=0, data_len=0, data_uptr=0)
+    assert viommu_call(n, I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC, flags=1, type=1, **alloc) == -errno.EOPNOTSUPP
+    assert viommu_call(n, I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC, flags=0, type=0, **alloc) == -errno.EOPNOTSUPP
+    alloc["dev_id"] = 99
+    assert viommu_call(n, I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC, flags=0, type=1, **alloc) == -errno.ENOENT
+    alloc["dev_id"] = n.dev_id
+    assert viommu_call(n, I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC, flags=0, type=1, **alloc) == -errno.EOPNOTSUPP
+    assert viommu_call(n, I.IOMMU_VDEVICE_ALLOC, I.VDEVICE_ALLOC, viommu_id=0, dev_id=n.dev_id,
+                       virt_id=0x99) == -errno.ENOENT
+    q = dict(viommu_id=0, out_veventq_id=0, out_veventq_fd=0)
+    assert viommu_call(n, I.IOMMU_VEVENTQ_ALLOC, I.VEVENTQ_ALLOC, flags=0, reserved=0, type=0,
+                       veventq_depth=2, **q) == -errno.EOPNOTSUPP
+    assert viommu_call(n, I.IOMMU_VEVENTQ_ALLOC, I.VEVENTQ_ALLOC, flags=0, reserved=1, type=1,
+                       veventq_depth=2, **q) == -errno.EOPNOTSUPP
+    assert viommu_call(n, I.IOMMU_VEVENTQ_ALLOC, I.VEVENTQ_ALLOC, flags=0, reserved=0, type=1,
+                       veventq_depth=0, **q) == -errno.EINVAL
+    assert viommu_call(n, I.IOMMU_VEVENTQ_ALLOC, I.VEVENTQ_ALLOC, flags=0, reserved=0, type=1,
+                       veventq_depth=2, **q) == -errno.ENOENT
+    hq = dict(viommu_id=0, index=0, out_hw_queue_id=0)
+    assert viommu_call(n, I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC, flags=0, type=0,
+                       nesting_parent_iova=0, length=4096, **hq) == -errno.EOPNOTSUPP
+    assert viommu_call(n, I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC, flags=0, type=1,
+                       nesting_parent_iova=0, length=0, **hq) == -errno.EINVAL
+    assert viommu_call(n, I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC, flags=0, type=1,
+                       nesting_parent_iova=(1 << 64) - 4096, length=8192, **hq) == -errno.EOVERFLOW
+    assert viommu_call(n, I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC, flags=0, type=1,
+                       nesting_parent_iova=0, length=4096, **hq) == -errno.ENOENT
