@@ -39,12 +39,13 @@ MARK = "=====ioasidfs-cuse"
 PLAIN_PROGRAMS = ["container_basics", "type1_flow", "type1_lifetime"]
 """Under plain ``ioasidfs cuse``: the programs that need neither a device fd nor the mmap trap."""
 RUNS = [["container_basics", "type1_flow", "type1_lifetime", "ioasid_basics", "type1_limits",
-         "ioasid_container"], ["edu_driver"], ["device_ioctls"], ["cdev_flow"], ["edu_eventfds"]]
-"""Under ``ioasidfs run --transport cuse``: every fidelity program, in five runs (in the VM a
+         "ioasid_container"], ["edu_driver"], ["device_ioctls"], ["cdev_flow"], ["edu_eventfds"],
+        ["ioasid_native"]]
+"""Under ``ioasidfs run --transport cuse``: every fidelity program, in six runs (in the VM a
 daemon's start costs seconds). Programs that program the device each get a fresh machine, as in
-test_fidelity.py: the device's state outlives a device fd (its registers, as on real hardware,
-and for now its MSI capability, which vfio-pci restores from the state saved at open). The last run also waits for SIGTERM after its
-programs: their output must fit in the pipe (64 KiB) meanwhile."""
+test_fidelity.py: the device's registers outlive a device fd, as on real hardware, and the
+expected outputs were recorded on a freshly booted one. The last run also waits for SIGTERM
+after its programs: their output must fit in the pipe (64 KiB) meanwhile."""
 PROGRAMS = [name for run in RUNS for name in run]
 NATIVE_ONLY = {"type1_limits": "it maps 65,535 pages one ioctl at a time: ~20 s natively, many "
                                "minutes in the emulated (TCG) VM; test_fidelity.py runs it on FUSE"}
