@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from .config import Config
-from .engine.files import ACCESS_NODE_KEY, FileKind
+from .engine.files import ACCESS_NODE_KEY, FAULT_QUEUE_NODE_KEY, FileKind
 from .sysfs import build_sysfs
 
 
@@ -89,6 +89,9 @@ class DevTree:
             self._add(device.bdf, FileKind.DEVICE, 0o600, self.device_fds, key=device.bdf)
         # ...and this one for the selftest's access fds (IOMMU_TEST_CMD CREATE_ACCESS).
         self._add(ACCESS_NODE_KEY, FileKind.ACCESS, 0o600, self.device_fds, key=ACCESS_NODE_KEY)
+        # ...and the fault queues' fds (IOMMU_FAULT_QUEUE_ALLOC).
+        self._add(FAULT_QUEUE_NODE_KEY, FileKind.FAULT_QUEUE, 0o600, self.device_fds,
+                  key=FAULT_QUEUE_NODE_KEY)
         self.sysfs = build_sysfs(self, config)
 
     def _add(self, name: str, kind: FileKind | None, mode: int, parent: Node | None, key: object = None) -> Node:

@@ -23,12 +23,15 @@ class FileKind(enum.Enum):
     IOMMUFD = "iommufd"  # /dev/iommu, /dev/ioasid
     DEVICE = "device"  # an fd from VFIO_GROUP_GET_DEVICE_FD
     ACCESS = "access"  # an fd from IOMMU_TEST_CMD(CREATE_ACCESS): the selftest's iommufd_access
+    FAULT_QUEUE = "fault_queue"  # an fd from IOMMU_FAULT_QUEUE_ALLOC: an iommufd fault object
     FAULTS = "faults"  # /faults at the mount's root: the IOMMU fault log (read-only text)
     SYSFS = "sysfs"  # a file of the fake sysfs (attributes, config space)
 
 
 ACCESS_NODE_KEY = "iommufd_access"
 """The key of the node access files are opened through (``devfds/iommufd_access``)."""
+FAULT_QUEUE_NODE_KEY = "iommufd_fault"
+"""The key of the node fault queue files are opened through (``devfds/iommufd_fault``)."""
 
 
 class OpenFile:

@@ -33,11 +33,12 @@ from ..config import IommuConfig
 from ..errors import IommuFault, KernelError
 from ..uapi import iommufd as I
 from ..uapi.layout import Layout
-from .argsz import copy_out, int_field
+from .argsz import copy_in, copy_out, int_field
 from .caller import PAGE_SIZE, Caller, SharedMapping
 from .files import ACCESS_NODE_KEY, FileKind, OpenFile
 from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Domain, FilePages, Ioas, Pages
-from .iommufd import BoundDevice, ContextObject, HwptPaging, IommufdContext, UserHwpt
+from .iommufd import (BoundDevice, ContextObject, Hwpt, HwptNested, HwptPaging, IommufdContext,
+                      UserHwpt)
 
 log = logging.getLogger("ioasidfs.engine")
 
@@ -72,7 +73,7 @@ class MockDevice(BoundDevice):
     def iommu_driver(self, ctx: IommufdContext) -> MockIommu:
         return MockIommu(self.flags)
 
-    def check_attach(self, hwpt: HwptPaging) -> None:
+    def check_attach(self, hwpt: Hwpt) -> None:
         """mock_domain_nop_attach: a NO_DIRTY device cannot join a domain with dirty ops."""
         if (self.flags & I.MOCK_FLAGS_DEVICE_NO_DIRTY and isinstance(hwpt, UserHwpt)
                 and hwpt.dirty_ops):
@@ -87,6 +88,8 @@ class MockIommu:
 
     nesting = True
     hw_info_type = I.IOMMU_HW_INFO_TYPE_SELFTEST
+    owner = "mock"
+    user_pasid_table = True  # mock_ops.user_pasid_table: faults at any PASID go to a nested RID domain
 
     def __init__(self, flags: int) -> None:
         self.dirty_tracking = not flags & I.MOCK_FLAGS_DEVICE_NO_DIRTY
@@ -94,6 +97,63 @@ class MockIommu:
 
     def hw_info(self) -> bytes:
         return I.TEST_HW_INFO.pack(flags=0, test_reg=I.IOMMU_HW_INFO_SELFTEST_REGVAL)
+
+    def domain_alloc_nested(self, caller: Caller, parent: UserHwpt, flags: int, data_type: int,
+                            data_len: int, uptr: int) -> MockNestedDomain:
+        """mock_domain_alloc_nested + __mock_domain_alloc_nested: flags other than PASID
+        (EOPNOTSUPP; the parent is always a paging domain here), a data type other than
+        IOMMU_HWPT_DATA_SELFTEST (EOPNOTSUPP), then iommu_copy_struct_from_user of
+        ``struct iommu_hwpt_selftest``: a length other than its 4 bytes (EINVAL: shorter than
+        ``iotlb``'s end, or longer than the kernel's struct), the copy (EFAULT). Every iotlb
+        entry starts with the given value."""
+        if flags & ~I.IOMMU_HWPT_ALLOC_PASID:
+            raise KernelError(errno.EOPNOTSUPP, f"mock nested domain: flags {flags:#x}")
+        if data_type != I.IOMMU_HWPT_DATA_SELFTEST:
+            raise KernelError(errno.EOPNOTSUPP, f"mock nested domain: data type {data_type:#x}")
+        size = I.HWPT_SELFTEST.size
+        if data_len != size:
+            raise KernelError(errno.EINVAL, f"mock nested domain: {data_len} bytes of data, not {size}")
+        cfg = I.HWPT_SELFTEST.unpack(copy_in(caller, uptr, size))
+        return MockNestedDomain(parent, int_field(cfg, "iotlb"))
+
+
+class MockNestedDomain:
+    """``struct mock_iommu_domain_nested``: its parent and its four iotlb words, which
+    HWPT_INVALIDATE clears (mock_domain_cache_invalidate_user) and MD_CHECK_IOTLB reads."""
+
+    def __init__(self, parent: UserHwpt, iotlb: int) -> None:
+        self.parent = parent
+        self.iotlb = [iotlb] * I.MOCK_NESTED_DOMAIN_IOTLB_NUM
+
+    def cache_invalidate_user(self, caller: Caller, data_type: int, uptr: int, entry_len: int,
+                              entry_num: int) -> tuple[int, KernelError | None]:
+        """A data type other than IOMMU_HWPT_INVALIDATE_DATA_SELFTEST: EINVAL, nothing done.
+        Then per entry, in order: iommu_copy_struct_from_user_array (an entry length other
+        than the 8-byte struct's: EINVAL; the copy: EFAULT), flags other than
+        IOMMU_TEST_INVALIDATE_FLAG_ALL (EOPNOTSUPP), an iotlb_id past 3 (EINVAL); FLAG_ALL
+        clears every entry, else the one named. The first error stops the walk; the count of
+        entries handled before it is reported."""
+        if data_type != I.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST:
+            return 0, KernelError(errno.EINVAL, f"mock invalidation: data type {data_type:#x}")
+        size = I.HWPT_INVALIDATE_SELFTEST.size
+        for index in range(entry_num):
+            try:
+                if entry_len != size:
+                    raise KernelError(errno.EINVAL, f"mock invalidation: entry length {entry_len}")
+                request = I.HWPT_INVALIDATE_SELFTEST.unpack(
+                    copy_in(caller, uptr + entry_len * index, size))
+                flags, iotlb_id = int_field(request, "flags"), int_field(request, "iotlb_id")
+                if flags & ~I.IOMMU_TEST_INVALIDATE_FLAG_ALL:
+                    raise KernelError(errno.EOPNOTSUPP, f"mock invalidation {index}: flags {flags:#x}")
+                if iotlb_id > I.MOCK_NESTED_DOMAIN_IOTLB_ID_MAX:
+                    raise KernelError(errno.EINVAL, f"mock invalidation {index}: iotlb {iotlb_id}")
+            except KernelError as error:
+                return index, error
+            if flags & I.IOMMU_TEST_INVALIDATE_FLAG_ALL:
+                self.iotlb = [0] * I.MOCK_NESTED_DOMAIN_IOTLB_NUM
+            else:
+                self.iotlb[iotlb_id] = 0
+        return entry_num, None
 
 
 def mock_domain(device_flags: int) -> Domain:
@@ -264,10 +324,18 @@ class MockSelftest:
 
     def md_check_iotlb(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                        data: bytearray, arg: int) -> int:
-        """iommufd_test_md_check_iotlb: ``id`` must be a nested HWPT (ENOENT). No nested HWPT
-        can exist in our iommufd, so this is always ENOENT."""
+        """iommufd_test_md_check_iotlb: ``id`` a nested HWPT (ENOENT) of the mock driver
+        (get_md_pagetable_nested: EINVAL); an iotlb index past 3 or a different value EINVAL."""
         fields = layout.unpack(data)
-        raise KernelError(errno.ENOENT, f"no nested HWPT {int_field(fields, 'id')}")
+        obj = ctx.objects.get(int_field(fields, "id"))
+        if not isinstance(obj, HwptNested):
+            raise KernelError(errno.ENOENT, f"no nested HWPT {int_field(fields, 'id')}")
+        if not isinstance(obj.domain, MockNestedDomain):
+            raise KernelError(errno.EINVAL, f"HWPT {int_field(fields, 'id')} is not a mock nested domain")
+        iotlb_id, value = int_field(fields, "iotlb_id"), int_field(fields, "iotlb")
+        if iotlb_id > I.MOCK_NESTED_DOMAIN_IOTLB_ID_MAX or obj.domain.iotlb[iotlb_id] != value:
+            raise KernelError(errno.EINVAL, f"MD_CHECK_IOTLB: iotlb[{iotlb_id}] is not {value:#x}")
+        return 0
 
     def set_temp_memory_limit(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                               data: bytearray, arg: int) -> int:
@@ -310,10 +378,30 @@ class MockSelftest:
 
     def trigger_iopf(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                      data: bytearray, arg: int) -> int:
-        """iommufd_test_trigger_iopf: the device (ENOENT), then a page request reported to the
-        IOMMU core, which drops it without a fault handler on the attached domain: 0. (No HWPT
-        of ours has a fault queue.)"""
-        ctx.get_device(int_field(layout.unpack(data), "dev_id"))
+        """iommufd_test_trigger_iopf: the device (ENOENT), then a last-page request (PASID_VALID
+        unless ``pasid`` is 0) reported to the IOMMU core (iommu_report_device_fault ->
+        find_fault_handler): at a PASID, the domain attached there -- none ever is here -- else,
+        the mock driver having a user PASID table, a nested domain attached to the RID; without
+        a PASID, the RID's domain. A domain with a fault queue (FAULT_ID_VALID) gets the group
+        queued there for read(); otherwise it is dropped. Always 0."""
+        fields = layout.unpack(data)
+        device = ctx.get_device(int_field(fields, "dev_id"))
+        pasid = int_field(fields, "pasid")
+        flags = I.IOMMU_PGFAULT_FLAGS_LAST_PAGE
+        hwpt = device.hwpt
+        if pasid:
+            flags |= I.IOMMU_PGFAULT_FLAGS_PASID_VALID
+            if not getattr(device.iommu_driver(ctx), "user_pasid_table", False) or not isinstance(
+                    hwpt, HwptNested):
+                hwpt = None
+        if hwpt is None or hwpt.fault is None:
+            return 0
+        from .iommufd_fault import FaultGroup, FaultQueue, PageRequest
+        fault = hwpt.fault
+        assert isinstance(fault, FaultQueue)
+        fault.report(FaultGroup(device, hwpt, [PageRequest(
+            flags=flags, pasid=pasid, grpid=int_field(fields, "grpid"),
+            perm=int_field(fields, "perm"), addr=int_field(fields, "addr"))]))
         return 0
 
     def pasid_detach(self, ctx: IommufdContext, caller: Caller, layout: Layout,

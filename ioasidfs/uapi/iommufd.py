@@ -189,6 +189,16 @@ IOMMU_HWPT_INVALIDATE_DATA_VTD_S1: Final = 0
 IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3: Final = 1
 IOMMU_HWPT_INVALIDATE_DATA_SELFTEST: Final = 0xDEADBEEF  # mock driver (iommufd_test.h)
 
+IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID: Final = 0xDADBEEF  # iommufd_test.h
+IOMMU_TEST_INVALIDATE_FLAG_ALL: Final = 1 << 0  # iommufd_test.h
+MOCK_NESTED_DOMAIN_IOTLB_NUM: Final = 4  # iommufd_test.h
+MOCK_NESTED_DOMAIN_IOTLB_ID_MAX: Final = MOCK_NESTED_DOMAIN_IOTLB_NUM - 1
+
+IOMMU_PGFAULT_FLAGS_PASID_VALID: Final = 1 << 0
+IOMMU_PGFAULT_FLAGS_LAST_PAGE: Final = 1 << 1
+IOMMUFD_PAGE_RESP_SUCCESS: Final = 0
+IOMMUFD_PAGE_RESP_INVALID: Final = 1
+
 IOMMU_VIOMMU_TYPE_DEFAULT: Final = 0
 IOMMU_VIOMMU_TYPE_ARM_SMMUV3: Final = 1
 IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV: Final = 2
@@ -389,6 +399,21 @@ FAULT_ALLOC: Final = Layout.natural(
     size=16,
     min_through="out_fault_fd",
 )
+HWPT_SELFTEST: Final = Layout.natural("iommu_hwpt_selftest", [("iotlb", U32)])
+"""The mock driver's IOMMU_HWPT_DATA_SELFTEST data for a nested HWPT (iommufd_test.h)."""
+HWPT_INVALIDATE_SELFTEST: Final = Layout.natural(
+    "iommu_hwpt_invalidate_selftest", [("flags", U32), ("iotlb_id", U32)])
+"""One IOMMU_HWPT_INVALIDATE_DATA_SELFTEST request (iommufd_test.h)."""
+HWPT_PGFAULT: Final = Layout.natural(
+    "iommu_hwpt_pgfault",
+    [("flags", U32), ("dev_id", U32), ("pasid", U32), ("grpid", U32), ("perm", U32),
+     ("reserved", U32), ("addr", U64), ("length", U32), ("cookie", U32)],
+    size=40,
+)
+"""What read() of a fault queue fd returns, one per fault."""
+HWPT_PAGE_RESPONSE: Final = Layout.natural(
+    "iommu_hwpt_page_response", [("cookie", U32), ("code", U32)], size=8)
+"""What write() to a fault queue fd takes, one per fault group."""
 IOAS_MAP_FILE: Final = Layout.natural(
     "iommu_ioas_map_file",
     [

@@ -36,6 +36,8 @@ MUST_PASS = {
     "iommufd_ioas.mock_domain.area_allowed", "iommufd_ioas.mock_domain.iova_ranges",
     "iommufd_ioas.mock_domain.copy_sweep", "iommufd_ioas.mock_domain.get_hw_info",
     "iommufd_ioas.mock_domain.hwpt_attach", "iommufd_ioas.mock_domain.ioas_iova_alloc",
+    # nested HWPTs, HWPT_INVALIDATE, a fault queue fd installed in the caller, TRIGGER_IOPF
+    "iommufd_ioas.mock_domain.alloc_hwpt_nested",
     # access fds: pins, reads and writes through an IOAS, a live child's memory
     "iommufd_ioas.mock_domain.access_pin", "iommufd_ioas.mock_domain.access_pin_unmap",
     "iommufd_ioas.mock_domain.access_rw", "iommufd_ioas.mock_domain.access_rw_unaligned",
