@@ -141,7 +141,12 @@ class Pages:
     def __init__(self, source: Caller, uptr: int, length: int, writable: bool,
                  mode: AccountMode) -> None:
         self.source = source
+        # Whose address space the translation table reads the pages from (for user memory the
+        # mapping process; a file's window is the daemon's, see FilePages).
         self.source_key: ProcessKey = source.process_key()
+        # pages->source_mm and source_user: who the pins are charged to. Only
+        # IOMMU_IOAS_CHANGE_PROCESS moves them (change_mm), together with ``source``.
+        self.mm: ProcessKey = self.source_key
         self.uid = source.uid() if mode is AccountMode.USER else -1
         self.uptr = uptr - uptr % PAGE_SIZE
         self.npages = -(-(length + uptr % PAGE_SIZE) // PAGE_SIZE)
@@ -149,6 +154,9 @@ class Pages:
         self.mode = mode
         self._pinned: list[tuple[int, int]] = []
         self.npinned = 0
+        # What the ledgers hold for these pages (pages->last_npinned): npinned, except after
+        # an IOAS_CHANGE_PROCESS whose uncharge of the old mm failed (see change_process).
+        self.last_npinned = 0
         # Areas using these pages (the kernel's kref, counted per area): the last one to go
         # releases what the pages hold (a file reference and its DMA window).
         self.users = 0
@@ -188,17 +196,26 @@ class Pages:
             self._check_source(lo, hi)
         load()
         count = sum(hi - lo + 1 for lo, hi in runs)
-        self._charge(count, accounting)
+        npinned = self.npinned + count
+        # pfn_reader_update_pinned: the difference to what is charged (last_npinned).
+        if npinned > self.last_npinned:
+            self._charge(npinned - self.last_npinned, accounting)
+        elif npinned < self.last_npinned:
+            self._uncharge(self.last_npinned - npinned, accounting)
+        self.last_npinned = npinned
         self._pinned.append((first, last))
-        self.npinned += count
+        self.npinned = npinned
 
     def unpin(self, first: int, last: int, accounting: Accounting) -> None:
         """The area covering [first, last] leaves the domains: unpin and uncharge the pages no
-        other pinned area still holds (update_unpinned)."""
+        other pinned area still holds (update_unpinned: nothing when more pages stay pinned
+        than are charged)."""
         self._pinned.remove((first, last))
         count = sum(hi - lo + 1 for lo, hi in self._uncovered(first, last))
-        self._uncharge(count, accounting)
         self.npinned -= count
+        if self.npinned <= self.last_npinned:
+            self._uncharge(self.last_npinned - self.npinned, accounting)
+            self.last_npinned = self.npinned
 
     def is_pinned(self, index: int) -> bool:
         """Whether page ``index`` is pinned (some loaded area covers it)."""
@@ -227,19 +244,72 @@ class Pages:
                                           f"{' for writing' if self.writable else ''}")
 
     def _charge(self, count: int, accounting: Accounting) -> None:
-        if count == 0 or self.mode is AccountMode.NONE:
-            return
-        limit = self.source.memlock_limit()
-        if self.mode is AccountMode.USER:
-            accounting.users.charge(self.uid, count, limit)
-        else:
-            accounting.locked.charge_pinned(self.source_key, count, limit, self.source.locked_pages())
+        _charge_to(self.source, self.mode, self.uid, self.mm, count, accounting)
 
     def _uncharge(self, count: int, accounting: Accounting) -> None:
-        if self.mode is AccountMode.USER:
-            accounting.users.uncharge(self.uid, count)
-        elif self.mode is AccountMode.MM:
-            accounting.locked.uncharge(self.source_key, count)
+        _uncharge_from(self.mode, self.uid, self.mm, count, accounting)
+
+    # ---- IOMMU_IOAS_CHANGE_PROCESS (ioas.c)
+    @property
+    def is_file(self) -> bool:
+        """pages->type == IOPT_ADDRESS_FILE: only such pages can change process."""
+        return False
+
+    def needs_charge_update(self, caller: Caller) -> bool:
+        """need_charge_update: never for unaccounted pages; per mm when the mm differs; per
+        user when the user *or* the mm differs (the mm's pinned_vm moves too)."""
+        if self.mode is AccountMode.NONE:
+            return False
+        if self.mode is AccountMode.MM:
+            return self.mm != caller.process_key()
+        return self.uid != caller.uid() or self.mm != caller.process_key()
+
+    def uncharge_old(self, accounting: Accounting) -> bool:
+        """iopt_pages_update_pinned(pages, npinned, false) for the old owner; False when it
+        fails: in MM mode the old mm must still have users (mmget_not_zero, EINVAL once the
+        mapping process has exited), and then last_npinned stays 0."""
+        if self.mode is AccountMode.MM and not self._source_alive():
+            return False
+        self._uncharge(self.npinned, accounting)
+        self.last_npinned = self.npinned
+        return True
+
+    def _source_alive(self) -> bool:
+        try:
+            return self.source.process_key() == self.mm
+        except KernelError as e:
+            if e.errno != errno.ESRCH:
+                raise
+            return False
+
+    def change_mm(self, caller: Caller) -> None:
+        """change_mm: the pages now belong to the calling process -- its mm, task (whose
+        RLIMIT_MEMLOCK later pins are checked against) and user."""
+        self.source = caller
+        self.mm = caller.process_key()
+        self.uid = caller.uid() if self.mode is AccountMode.USER else -1
+
+
+def _charge_to(caller: Caller, mode: AccountMode, uid: int, mm: ProcessKey, count: int,
+               accounting: Accounting) -> None:
+    """iopt_pages_update_pinned(inc): the user's counter (incr_user_locked_vm) or the mm's
+    locked_vm (__account_locked_vm without bypass), against ``caller``'s RLIMIT_MEMLOCK
+    (ENOMEM); nothing for unaccounted pages."""
+    if count == 0 or mode is AccountMode.NONE:
+        return
+    limit = caller.memlock_limit()
+    if mode is AccountMode.USER:
+        accounting.users.charge(uid, count, limit)
+    else:
+        accounting.locked.charge_pinned(mm, count, limit, caller.locked_pages())
+
+
+def _uncharge_from(mode: AccountMode, uid: int, mm: ProcessKey, count: int,
+                   accounting: Accounting) -> None:
+    if mode is AccountMode.USER:
+        accounting.users.uncharge(uid, count)
+    elif mode is AccountMode.MM:
+        accounting.locked.uncharge(mm, count)
 
 
 class FilePages(Pages):
@@ -273,6 +343,10 @@ class FilePages(Pages):
     @property
     def hint_base(self) -> int:
         return self.start
+
+    @property
+    def is_file(self) -> bool:
+        return True
 
     def release(self) -> None:
         self.file.unmap_window(self.uptr, self.npages * PAGE_SIZE)
@@ -940,3 +1014,70 @@ class Ioas:
         """Pages pinned for this IOAS's areas (each Pages object counted once)."""
         seen: dict[int, Pages] = {id(a.pages): a.pages for a in self.areas}
         return sum(p.npinned for p in seen.values())
+
+
+# ------------------------------------------------------------------------------ change process
+
+_CHARGE_ORDER = (AccountMode.USER, AccountMode.MM)
+"""charge_current's order: the account modes by value (NONE = 0 is never charged)."""
+
+
+def change_process(ioases: Iterable[Ioas], caller: Caller, accounting: Accounting) -> None:
+    """ioas.c:iommufd_ioas_change_process after the __reserved check, over every IOAS of the
+    context (``ioases``, in object id order):
+
+    1. every area must be backed by a file (IOAS_MAP_FILE), else EINVAL and nothing changes
+       -- also when the caller is the process that mapped them;
+    2. the pins of every Pages object whose charge must move (need_charge_update: accounted,
+       and the caller's mm -- or, per user, its user or mm -- differs) are added up per account
+       mode, each Pages object once;
+    3. charge_current: the sums are charged to the caller -- its user's counter or its mm's
+       locked_vm, against *its* RLIMIT_MEMLOCK -- user mode first; a failure (ENOMEM) undoes
+       the modes charged before it and nothing changes. The new charge comes before the old one
+       is given back, so moving to another process of the same user needs room for both;
+    4. the old owners are uncharged and every Pages object (charged or not) now belongs to the
+       caller (change_mm): later pins are charged to it and checked against its limit. In MM
+       mode the old mm must still have users: if the mapping process has exited its uncharge
+       fails, the ioctl says EINVAL, yet the move is done and those pages' last_npinned stays 0
+       (later unpins do not uncharge them, the next pin charges them all again).
+
+    The translation of a file area is the daemon's window onto the file, whoever owns the
+    pages, so DMA is unaffected."""
+    ioases = list(ioases)
+    for ioas in ioases:
+        for area in ioas.areas:
+            if not area.pages.is_file:
+                raise KernelError(errno.EINVAL, f"{area!r} is not backed by a file (IOAS_MAP_FILE)")
+    seen: set[int] = set()
+    moving: list[Pages] = []
+    for ioas in ioases:
+        for area in ioas.areas:
+            pages = area.pages
+            if id(pages) not in seen:
+                seen.add(id(pages))
+                moving.append(pages)
+    key, uid = caller.process_key(), caller.uid()
+    totals = {mode: sum(p.last_npinned for p in moving
+                        if p.mode is mode and p.needs_charge_update(caller))
+              for mode in _CHARGE_ORDER}
+    charged: list[AccountMode] = []
+    try:
+        for mode in _CHARGE_ORDER:
+            _charge_to(caller, mode, uid, key, totals[mode], accounting)
+            charged.append(mode)
+    except KernelError:
+        for mode in reversed(charged):
+            _uncharge_from(mode, uid, key, totals[mode], accounting)
+        for pages in moving:  # "fix last_npinned and bail": every Pages object, as counted
+            pages.last_npinned = pages.npinned
+        raise
+    failed = False
+    for pages in moving:
+        if pages.needs_charge_update(caller):
+            pages.last_npinned = 0  # counted into the new owner's charge above
+            if not pages.uncharge_old(accounting):
+                failed = True
+        pages.change_mm(caller)
+    if failed:
+        raise KernelError(errno.EINVAL, "the old mm has no users left: its pins were not uncharged "
+                                        "(the charges and the pages moved all the same)")

@@ -1,5 +1,5 @@
 """The native iommufd ioctls beyond IOAS_ALLOC/MAP/UNMAP: IOAS_COPY, IOAS_MAP_FILE, OPTION,
-GET_HW_INFO, HWPT_ALLOC, HWPT_SET_DIRTY_TRACKING and HWPT_GET_DIRTY_BITMAP.
+GET_HW_INFO, HWPT_ALLOC, HWPT_SET_DIRTY_TRACKING, HWPT_GET_DIRTY_BITMAP and IOAS_CHANGE_PROCESS.
 
 Every expectation is the upstream kernel's (drivers/iommu/iommufd/{ioas,io_pagetable,pages,
 hw_pagetable,device,main}.c and drivers/iommu/intel/iommu.c; shared/spec/iommufd.md §2.8, §2.9,
@@ -22,11 +22,12 @@ from hypothesis import strategies as st
 
 from ioasidfs.devices.dma import DmaSpace, FaultLog, dma_write
 from ioasidfs.engine.caller import CAP_SYS_RESOURCE, CallerFile, FakeFile
-from ioasidfs.engine.ioas import U64_MAX, Ioas
+from ioasidfs.engine.ioas import U64_MAX, Domain, Ioas, Pages
+from ioasidfs.engine.ioas import change_process as ioas_change_process
 from ioasidfs.engine.iommufd import HwptPaging, UserHwpt, VtdIommu
 from ioasidfs.errors import IommuFault, KernelError
 from ioasidfs.uapi import iommufd as I
-from test_iommufd_compat import BUF, HOLE, PAGE, RAM, RO, Env
+from test_iommufd_compat import BUF, HOLE, PAGE, RAM, RO, Env, Process
 
 ARG = BUF
 DATA = BUF + 0x800  # GET_HW_INFO blobs, dirty bitmaps (inside BUF's 2 pages)
@@ -839,3 +840,190 @@ def test_viommu_objects_cannot_exist_and_say_so_in_the_kernels_order() -> None:
                        nesting_parent_iova=(1 << 64) - 4096, length=8192, **hq) == -errno.EOVERFLOW
     assert viommu_call(n, I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC, flags=0, type=1,
                        nesting_parent_iova=0, length=4096, **hq) == -errno.ENOENT
+
+
+# ----------------------------------------------------------------------------- IOAS_CHANGE_PROCESS
+
+def change_process(n: Native, proc: Process | None = None, size: int = 8, reserved: int = 0) -> int:
+    """IOMMU_IOAS_CHANGE_PROCESS called by ``proc`` (default: the process that mapped);
+    asserts that nothing is written back."""
+    proc = proc or n.env.proc
+    raw = I.IOAS_CHANGE_PROCESS.pack(size=size, reserved=reserved)
+    proc.memory.write(ARG, raw)
+    result = n.env.call(n.env.iommufd, I.IOMMU_IOAS_CHANGE_PROCESS, ARG, proc)
+    assert proc.memory.read(ARG, 8) == raw
+    return int(result)
+
+
+def file_pages(n: Native, ioas: int, iova: int) -> Pages:
+    area = n.ioas(ioas).areas.first_intersecting(iova, iova)
+    assert area is not None
+    return area.pages
+
+
+def mm_mode(n: Native) -> None:
+    """RLIMIT_MODE 1 on the fresh context, then the group attached and its device opened."""
+    assert option(n, I.IOMMU_OPTION_RLIMIT_MODE, I.IOMMU_OPTION_OP_SET, val64=1)[0] == 0
+    assert n.env.attach() == 0 and n.env.open_device() == 0
+
+
+def test_change_process_argument_checks() -> None:
+    n = Native()
+    assert change_process(n, reserved=1) == -errno.EOPNOTSUPP
+    assert change_process(n, size=4) == -errno.EINVAL   # below __reserved's end
+    assert change_process(n, size=16) == 0              # zero tail: accepted
+    assert change_process(n) == 0                       # no area at all: nothing to move
+
+
+def test_change_process_needs_every_area_of_every_ioas_file_backed() -> None:
+    n = Native()
+    other = Process(n.env, 200)
+    assert n.map_file(n.compat_id, MEMFD, 0, 2 * PAGE, 0x10000) == 0x10000
+    lazy = n.ioas_alloc()  # no domain: its user-memory area pins nothing, and still counts
+    assert n.map(lazy, 0x10000, PAGE) == 0x10000
+    before = file_pages(n, n.compat_id, 0x10000).source
+    assert change_process(n) == -errno.EINVAL           # the mapping process itself too
+    assert change_process(n, other) == -errno.EINVAL
+    assert file_pages(n, n.compat_id, 0x10000).source is before
+    assert n.env.charged() == 2
+    assert n.unmap(lazy, 0x10000, PAGE) == 0
+    assert change_process(n, other) == 0
+
+
+def test_change_process_in_the_same_process_changes_nothing() -> None:
+    n = Native()
+    assert n.map_file(n.compat_id, MEMFD, 0, 4 * PAGE, 0x10000) == 0x10000
+    assert change_process(n) == 0
+    assert n.env.charged() == 4
+    assert file_pages(n, n.compat_id, 0x10000).source is n.env.proc.caller
+
+
+def test_change_process_moves_the_user_charge_and_the_owner() -> None:
+    n = Native()
+    other = Process(n.env, 200, uid=2000, memlock=8 * PAGE)
+    assert n.map_file(n.compat_id, MEMFD, 0, 4 * PAGE, 0x10000) == 0x10000
+    assert change_process(n, other) == 0
+    assert (n.env.charged(), n.env.charged(other)) == (0, 4)
+    pages = file_pages(n, n.compat_id, 0x10000)
+    assert pages.source is other.caller and pages.mm == other.caller.process_key()
+    assert pages.uid == 2000
+    # DMA is unaffected: the area still reaches the file's pages.
+    n.dma(n.compat_id, 0x10000, b"after the move")
+    assert n.files[MEMFD].data[:14] == b"after the move"
+    # The pins are now the new process's: the unmap uncharges its user.
+    assert n.unmap(n.compat_id, 0x10000, 4 * PAGE) == 0
+    assert (n.env.charged(), n.env.charged(other)) == (0, 0)
+
+
+def test_change_process_enomem_over_the_new_limit_changes_nothing() -> None:
+    n = Native()
+    other = Process(n.env, 200, uid=2000, memlock=3 * PAGE)
+    assert n.map_file(n.compat_id, MEMFD, 0, 4 * PAGE, 0x10000) == 0x10000
+    assert change_process(n, other) == -errno.ENOMEM
+    assert (n.env.charged(), n.env.charged(other)) == (4, 0)
+    pages = file_pages(n, n.compat_id, 0x10000)
+    assert pages.source is n.env.proc.caller and pages.uid == n.env.proc.uid
+    assert pages.last_npinned == pages.npinned == 4
+    other.memlock = 4 * PAGE
+    assert change_process(n, other) == 0
+    assert (n.env.charged(), n.env.charged(other)) == (0, 4)
+
+
+def test_change_process_same_user_needs_room_for_both_charges() -> None:
+    """charge_current comes before the old charge is given back: another process of the same
+    user moves 4 pages only if the user's counter can hold 8 for a moment."""
+    n = Native()
+    sibling = Process(n.env, 200, memlock=7 * PAGE)  # uid 1000, as the mapper
+    assert n.map_file(n.compat_id, MEMFD, 0, 4 * PAGE, 0x10000) == 0x10000
+    assert change_process(n, sibling) == -errno.ENOMEM
+    sibling.memlock = 8 * PAGE
+    assert change_process(n, sibling) == 0
+    assert n.env.charged() == 4
+    assert file_pages(n, n.compat_id, 0x10000).mm == sibling.caller.process_key()
+
+
+def test_change_process_counts_shared_pages_once_and_moves_lazy_ones() -> None:
+    n = Native()
+    other = Process(n.env, 200, uid=2000, memlock=4 * PAGE)
+    assert n.map_file(n.compat_id, MEMFD, 0, 4 * PAGE, 0x10000) == 0x10000
+    copy = n.ioas_alloc()
+    assert n.copy(copy, n.compat_id, 0x10000, 4 * PAGE, 0x80000) == 0x80000
+    lazy = n.ioas_alloc()  # no domain: nothing pinned, nothing to charge, owner moves all the same
+    assert n.map_file(lazy, MEMFD, 8 * PAGE, 2 * PAGE, 0x10000) == 0x10000
+    assert change_process(n, other) == 0
+    assert (n.env.charged(), n.env.charged(other)) == (0, 4)
+    assert file_pages(n, lazy, 0x10000).source is other.caller
+    # A later pin of the lazy area is the new owner's, against its limit (4 pages used).
+    assert n.hwpt_alloc(lazy) == -errno.ENOMEM
+    other.memlock = 6 * PAGE
+    assert n.hwpt_alloc(lazy) > 0
+    assert (n.env.charged(), n.env.charged(other)) == (0, 6)
+
+
+def test_change_process_moves_the_mm_charge() -> None:
+    n = Native(device=False, attach=False)
+    mm_mode(n)
+    other = Process(n.env, 200, memlock=4 * PAGE)
+    other.vmlck = 1  # its own mlock()ed page counts against its limit
+    assert n.map_file(n.compat_id, MEMFD, 0, 4 * PAGE, 0x10000) == 0x10000
+    assert (n.env.charged(), n.env.charged_mm()) == (0, 4)
+    assert change_process(n, other) == -errno.ENOMEM
+    assert (n.env.charged_mm(), n.env.charged_mm(other)) == (4, 0)
+    other.vmlck = 0
+    assert change_process(n, other) == 0
+    assert (n.env.charged_mm(), n.env.charged_mm(other), n.env.charged(other)) == (0, 4, 0)
+    assert n.unmap(n.compat_id, 0x10000, 4 * PAGE) == 0
+    assert n.env.charged_mm(other) == 0
+
+
+def test_change_process_mm_mode_after_the_mapper_exited() -> None:
+    """The old mm has no users: its uncharge fails (EINVAL), the move is done anyway, and the
+    pages' last_npinned stays 0, so the unmap does not uncharge the new process."""
+    n = Native(device=False, attach=False)
+    mm_mode(n)
+    other = Process(n.env, 200)
+    assert n.map_file(n.compat_id, MEMFD, 0, 4 * PAGE, 0x10000) == 0x10000
+    old_key = n.env.proc.caller.process_key()
+
+    def gone() -> int:
+        raise KernelError(errno.ESRCH, "exited")
+
+    n.env.proc.caller.start_time = gone
+    assert change_process(n, other) == -errno.EINVAL
+    pages = file_pages(n, n.compat_id, 0x10000)
+    assert pages.source is other.caller and pages.last_npinned == 0
+    assert n.env.charged_mm(other) == 4
+    assert n.env.engine.locked_memory.pages_of(old_key) == 4  # never given back
+    assert n.unmap(n.compat_id, 0x10000, 4 * PAGE) == 0
+    assert n.env.charged_mm(other) == 4
+
+
+def test_change_process_unaccounted_pages_move_without_a_charge() -> None:
+    n = Native()
+    n.env.proc.cap = True  # CAP_IPC_LOCK at MAP time: IOPT_PAGES_ACCOUNT_NONE
+    other = Process(n.env, 200, uid=2000, memlock=0)
+    assert n.map_file(n.compat_id, MEMFD, 0, 4 * PAGE, 0x10000) == 0x10000
+    assert change_process(n, other) == 0
+    assert (n.env.charged(), n.env.charged(other)) == (0, 0)
+    assert file_pages(n, n.compat_id, 0x10000).source is other.caller
+
+
+def test_change_process_rolls_back_the_user_charge_when_the_mm_charge_fails() -> None:
+    """charge_current charges user mode before mm mode and undoes it when mm fails (one
+    context never holds both, so this is the engine function on two IOASes)."""
+    env = Env()
+    accounting = env.engine.pin_accounting
+    old, new = env.proc, Process(env, 200, uid=2000, memlock=6 * PAGE)
+    user_ioas, mm_ioas = Ioas(accounting), Ioas(accounting)
+    for ioas in (user_ioas, mm_ioas):
+        ioas.add_domain(Domain(PAGE, 0, U64_MAX, True))
+    user_ioas.map_file(old.caller, FakeFile(4 * PAGE), 0x10000, 0, 4 * PAGE, 3, account_mm=False)
+    mm_ioas.map_file(old.caller, FakeFile(4 * PAGE), 0x10000, 0, 4 * PAGE, 3, account_mm=True)
+    new.vmlck = 3
+    with pytest.raises(KernelError) as e:
+        ioas_change_process([user_ioas, mm_ioas], new.caller, accounting)
+    assert e.value.errno == errno.ENOMEM
+    assert (env.charged(old), env.charged(new), env.charged_mm(old), env.charged_mm(new)) == (4, 0, 4, 0)
+    new.vmlck = 2
+    ioas_change_process([user_ioas, mm_ioas], new.caller, accounting)
+    assert (env.charged(old), env.charged(new), env.charged_mm(old), env.charged_mm(new)) == (0, 4, 0, 4)
