@@ -81,8 +81,9 @@ NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
           lambda c, caller, d, a: c.hwpt_set_dirty_tracking(caller, d, a)),
     _slot(I.IOMMU_HWPT_GET_DIRTY_BITMAP, I.HWPT_GET_DIRTY_BITMAP,
           lambda c, caller, d, a: c.hwpt_get_dirty_bitmap(caller, d, a)),
-    _slot(I.IOMMU_HWPT_INVALIDATE, I.HWPT_INVALIDATE),
-    _slot(I.IOMMU_FAULT_QUEUE_ALLOC, I.FAULT_ALLOC),
+    _slot(I.IOMMU_HWPT_INVALIDATE, I.HWPT_INVALIDATE,
+          lambda c, caller, d, a: c.hwpt_invalidate(caller, d, a)),
+    _slot(I.IOMMU_FAULT_QUEUE_ALLOC, I.FAULT_ALLOC, lambda c, caller, d, a: c.fault_alloc(caller, d, a)),
     _slot(I.IOMMU_IOAS_MAP_FILE, I.IOAS_MAP_FILE, lambda c, caller, d, a: c.ioas_map_file(caller, d, a)),
     _slot(I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC, lambda c, caller, d, a: c.viommu_alloc(d)),
     _slot(I.IOMMU_VDEVICE_ALLOC, I.VDEVICE_ALLOC, lambda c, caller, d, a: c.vdevice_alloc(d)),
@@ -113,16 +114,50 @@ def copy_struct_from_user(caller: Caller, arg: int, user_size: int, ksize: int) 
     return data
 
 
-class HwptPaging:
+class Hwpt:
+    """``struct iommufd_hw_pagetable``, what paging and nested HWPTs share: the devices
+    attached to it, the fault object it reports I/O page faults to (FAULT_ID_VALID; it holds a
+    reference on it), and the IOAS its translation ends in."""
+
+    auto = False
+
+    def __init__(self, ioas: Ioas) -> None:
+        self.ioas = ioas
+        self.devices: list[BoundDevice] = []
+        self.fault: ContextObject | None = None
+
+
+class HwptPaging(Hwpt):
     """An IOMMUFD_OBJ_HWPT_PAGING: one IOMMU domain built on an IOAS, shared by the devices
     attached to it. ``auto`` ones are created by attaching a device to an IOAS and die with
-    their last device (device.c:iommufd_device_auto_get_domain)."""
+    their last device (device.c:iommufd_device_auto_get_domain). ``owner`` names the IOMMU
+    driver whose domain it is (``domain->owner``)."""
 
-    def __init__(self, ioas: Ioas, domain: Domain, *, auto: bool) -> None:
-        self.ioas = ioas
+    def __init__(self, ioas: Ioas, domain: Domain, *, auto: bool, owner: str = "") -> None:
+        super().__init__(ioas)
         self.domain = domain
         self.auto = auto
-        self.devices: list[BoundDevice] = []
+        self.owner = owner
+
+
+class NestedDomain(Protocol):
+    """An IOMMU_DOMAIN_NESTED of a driver: its ``cache_invalidate_user`` op, which returns how
+    many requests it handled and the error that stopped it (None when all were)."""
+
+    def cache_invalidate_user(self, caller: Caller, data_type: int, uptr: int, entry_len: int,
+                              entry_num: int) -> tuple[int, KernelError | None]: ...
+
+
+class HwptNested(Hwpt):
+    """An IOMMUFD_OBJ_HWPT_NESTED (hw_pagetable.c:iommufd_hwpt_nested_alloc): a stage-1
+    domain of the device's driver on a NEST_PARENT paging HWPT, which it holds (IOMMU_DESTROY
+    of the parent is EBUSY). Devices attach to it like to a paging HWPT; it is never
+    automatic, and it is not a paging HWPT for the ioctls that want one (ENOENT)."""
+
+    def __init__(self, parent: UserHwpt, domain: NestedDomain) -> None:
+        super().__init__(parent.ioas)
+        self.parent = parent
+        self.domain = domain
 
 
 class BoundDevice:
@@ -141,7 +176,7 @@ class BoundDevice:
     def __init__(self, name: str, group: int | None = None) -> None:
         self.name = name
         self.group = group
-        self.hwpt: HwptPaging | None = None
+        self.hwpt: Hwpt | None = None
 
     def new_domain(self, iommu: IommuConfig) -> Domain:
         """The paging domain the device's IOMMU driver allocates for an automatic HWPT: ours is
@@ -153,9 +188,12 @@ class BoundDevice:
         every configured device; the selftest's mock devices have the mock IOMMU."""
         return ctx.vtd
 
-    def check_attach(self, hwpt: HwptPaging) -> None:
-        """What the driver's attach_dev refuses (EINVAL); the VT-d driver refuses nothing we
-        can build."""
+    def check_attach(self, hwpt: Hwpt) -> None:
+        """What the driver's attach_dev refuses. The VT-d driver refuses only a domain with a
+        fault queue (FAULT_ID_VALID): enabling I/O page faults needs a device with ATS and PRI
+        (intel_iommu_enable_iopf: ENODEV), which ours lack."""
+        if hwpt.fault is not None:
+            raise KernelError(errno.ENODEV, f"{self.name} has no PRI for I/O page faults")
 
 
 class IommuDriver(Protocol):
@@ -175,7 +213,17 @@ class IommuDriver(Protocol):
     @property
     def max_pasid_log2(self) -> int: ...
 
+    @property
+    def owner(self) -> str:
+        """Which driver's domains these are (``domain->owner``, the ops)."""
+        ...
+
     def hw_info(self) -> bytes: ...
+
+    def domain_alloc_nested(self, caller: Caller, parent: UserHwpt, flags: int, data_type: int,
+                            data_len: int, uptr: int) -> NestedDomain:
+        """``ops->domain_alloc_nested`` with FAULT_ID_VALID already taken out of ``flags``."""
+        ...
 
 
 class ContextObject:
@@ -252,12 +300,14 @@ class IommufdContext:
         if isinstance(obj, Ioas):
             return (1 + sum(1 for h in self.hwpts if h.ioas is obj)
                     + sum(1 for o in self.objects.values() if isinstance(o, ContextObject) and o.holds(obj)))
-        if isinstance(obj, HwptPaging):
-            return 1 + len(obj.devices)
+        if isinstance(obj, Hwpt):
+            return 1 + len(obj.devices) + sum(
+                1 for o in self.objects.values() if isinstance(o, HwptNested) and o.parent is obj)
         if isinstance(obj, BoundDevice):
             return 2 + (obj.hwpt is not None)  # the table, its driver, its attachment
         if isinstance(obj, ContextObject):
-            return 1 + obj.extra_users()
+            return 1 + obj.extra_users() + sum(
+                1 for o in self.objects.values() if isinstance(o, Hwpt) and o.fault is obj)
         return 1
 
     def get_ioas(self, object_id: int) -> Ioas:
@@ -286,6 +336,8 @@ class IommufdContext:
             self.hwpts.remove(obj)
             obj.ioas.remove_domain(obj.domain)
             self._sync_dirty_tracking(obj.ioas)  # a tracking domain went with it
+        elif isinstance(obj, HwptNested):
+            pass  # iommufd_hwpt_nested_destroy: its references on the parent and fault go
         elif isinstance(obj, ContextObject):
             obj.destroy(self)
 
@@ -293,6 +345,10 @@ class IommufdContext:
     def close_file(self) -> None:
         """The iommufd file's last close. Attached groups and bound devices keep the context."""
         self.file_open = False
+        self._release_if_unused()
+
+    def release_if_unused(self) -> None:
+        """Something that held the context let go of it (a fault queue's fd closed)."""
         self._release_if_unused()
 
     def _release_if_unused(self) -> None:
@@ -385,7 +441,7 @@ class IommufdContext:
         if obj is None:
             raise KernelError(errno.ENOENT, f"no object {pt_id}")
         replace = device.hwpt is not None
-        if isinstance(obj, HwptPaging):
+        if isinstance(obj, Hwpt):
             old = self._replace(device, obj) if replace else self._attach(device, obj)
             hwpt = obj
         elif isinstance(obj, Ioas):
@@ -396,7 +452,7 @@ class IommufdContext:
             self._hwpt_put(old)
         return self.id_of(hwpt)
 
-    def _group_hwpt(self, device: BoundDevice) -> HwptPaging | None:
+    def _group_hwpt(self, device: BoundDevice) -> Hwpt | None:
         """``igroup->hwpt``: what the device's IOMMU group is attached to in this context."""
         for other in self.devices:
             if other.hwpt is not None and (other is device or (
@@ -404,12 +460,12 @@ class IommufdContext:
                 return other.hwpt
         return None
 
-    def _group_attached(self, device: BoundDevice, hwpt: HwptPaging) -> list[BoundDevice]:
+    def _group_attached(self, device: BoundDevice, hwpt: Hwpt) -> list[BoundDevice]:
         """``igroup->device_list``: the devices of ``device``'s group attached to ``hwpt``."""
         return [d for d in hwpt.devices
                 if d is device or (device.group is not None and d.group == device.group)]
 
-    def _attach(self, device: BoundDevice, hwpt: HwptPaging) -> HwptPaging | None:
+    def _attach(self, device: BoundDevice, hwpt: Hwpt) -> Hwpt | None:
         """iommufd_hw_pagetable_attach: the group may not be on another HWPT (EINVAL); the
         device's reserved regions are reserved in the HWPT's IOAS (EADDRINUSE). Returns
         None: unlike a replace, nothing is left for the caller to put."""
@@ -422,7 +478,7 @@ class IommufdContext:
         device.hwpt = hwpt
         return None
 
-    def _replace(self, device: BoundDevice, hwpt: HwptPaging) -> HwptPaging | None:
+    def _replace(self, device: BoundDevice, hwpt: Hwpt) -> Hwpt | None:
         """iommufd_device_do_replace: the whole group moves to ``hwpt`` (EINVAL if the device
         is not attached); the same HWPT is a no-op. The devices' reserved regions move when
         the IOAS changes (EADDRINUSE leaves everything as it was). Returns the old HWPT, which
@@ -452,10 +508,11 @@ class IommufdContext:
             old.devices.remove(member)
             hwpt.devices.append(member)
             member.hwpt = hwpt
+            _auto_respond_faults(old, member)
         return old
 
     def _auto_domain(self, device: BoundDevice, ioas: Ioas, *,
-                     replace: bool) -> tuple[HwptPaging, HwptPaging | None]:
+                     replace: bool) -> tuple[HwptPaging, Hwpt | None]:
         """iommufd_device_auto_get_domain: the IOAS's automatic HWPTs in creation order (one
         the group cannot join, EINVAL, is skipped; any other error fails), else a new one
         (iommufd_hwpt_paging_alloc): its id is taken first; for an attach the device is
@@ -495,21 +552,23 @@ class IommufdContext:
         self.hwpts.append(hwpt)
         return hwpt, old
 
-    def _detach(self, device: BoundDevice) -> HwptPaging | None:
+    def _detach(self, device: BoundDevice) -> Hwpt | None:
         """iommufd_hw_pagetable_detach: the device leaves its HWPT and gives back its
-        reservations; returns the HWPT for the caller to put."""
+        reservations (and its unanswered page faults are answered INVALID); returns the HWPT
+        for the caller to put."""
         hwpt = device.hwpt
         if hwpt is None:
             return None
         hwpt.devices.remove(device)
         device.hwpt = None
         hwpt.ioas.remove_reserved(device)
+        _auto_respond_faults(hwpt, device)
         return hwpt
 
-    def _hwpt_put(self, hwpt: HwptPaging) -> None:
+    def _hwpt_put(self, hwpt: Hwpt) -> None:
         """iommufd_hw_pagetable_put: an automatic HWPT goes with its last device (unpinning
         everything if it was the IOAS's last domain); a manual one stays."""
-        if hwpt.auto and not hwpt.devices and hwpt in self.hwpts:
+        if isinstance(hwpt, HwptPaging) and hwpt.auto and not hwpt.devices and hwpt in self.hwpts:
             del self.objects[self.id_of(hwpt)]
             self._destructor(hwpt)
 
@@ -1009,10 +1068,13 @@ class IommufdContext:
         NEST_PARENT without nesting and any driver data (EOPNOTSUPP); the domain joins the IOAS
         (EINVAL, EADDRINUSE, EFAULT, ENOMEM). The device is not attached, and the HWPT is never
         picked as an automatic domain. On a
-        paging HWPT, a nested one: flags other than FAULT_ID_VALID or no data (EOPNOTSUPP), an
-        automatic or non-NEST_PARENT parent (EINVAL). Any other object: EINVAL. FAULT_ID_VALID
-        needs a FAULT object (ENOENT: we have none). ``out_hwpt_id`` is written back; if that
-        fails the HWPT is destroyed again."""
+        paging HWPT, a nested one (iommufd_hwpt_nested_alloc): flags other than FAULT_ID_VALID
+        and PASID, or no data (EOPNOTSUPP); an automatic or non-NEST_PARENT parent, or one of
+        another driver (EINVAL); then the id is taken, the parent held, and the driver's
+        domain_alloc_nested answers (the mock's: :class:`~.iommufd_mock.MockIommu`; no VT-d
+        parent can exist here). Any other object, a nested HWPT too: EINVAL. FAULT_ID_VALID
+        needs a FAULT object (ENOENT), which the HWPT then holds. ``out_hwpt_id`` is written
+        back; if that fails the HWPT is destroyed again."""
         fields = I.HWPT_ALLOC.unpack(data)
         if fields["reserved"]:
             raise KernelError(errno.EOPNOTSUPP, "HWPT_ALLOC: __reserved")
@@ -1024,21 +1086,19 @@ class IommufdContext:
         if pt is None:
             raise KernelError(errno.EINVAL, f"HWPT_ALLOC: no object {int_field(fields, 'pt_id')}")
         flags = int_field(fields, "flags")
+        hwpt: Hwpt
         if isinstance(pt, Ioas):
-            hwpt: HwptPaging = self._hwpt_paging_alloc(pt, flags, data_len, device)
+            hwpt = self._hwpt_paging_alloc(pt, flags, data_len, device)
         elif isinstance(pt, HwptPaging):
-            if flags & ~I.IOMMU_HWPT_FAULT_ID_VALID or not data_len:
-                raise KernelError(errno.EOPNOTSUPP, "nested HWPT: unknown flags or no driver data")
-            if not isinstance(pt, UserHwpt) or not pt.nest_parent:
-                raise KernelError(errno.EINVAL, "nested HWPT: the parent is not a NEST_PARENT HWPT")
-            # Only an IOMMU with nesting lets a NEST_PARENT HWPT exist; ours (QEMU's) has none.
-            raise KernelError(errno.EOPNOTSUPP, "nested (VTD_S1) domains are not emulated")
+            hwpt = self._hwpt_nested_alloc(caller, pt, device, flags, data_type, data_len,
+                                           int_field(fields, "data_uptr"))
         else:
             raise KernelError(errno.EINVAL, "HWPT_ALLOC: pt_id is neither an IOAS nor a paging HWPT")
         hwpt_id = self.id_of(hwpt)
         try:
             if flags & I.IOMMU_HWPT_FAULT_ID_VALID:
-                raise KernelError(errno.ENOENT, f"no fault queue {int_field(fields, 'fault_id')}")
+                from .iommufd_fault import get_fault
+                hwpt.fault = get_fault(self, int_field(fields, "fault_id"))
             I.HWPT_ALLOC.write_fields(data, out_hwpt_id=hwpt_id)
             _respond(caller, arg, data)
         except KernelError:
@@ -1056,7 +1116,9 @@ class IommufdContext:
             raise KernelError(errno.EOPNOTSUPP, f"HWPT_ALLOC: flags {flags:#x}")
         if flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING and not driver.dirty_tracking:
             raise KernelError(errno.EOPNOTSUPP, "the IOMMU cannot track dirty pages")
-        hwpt = UserHwpt(ioas, device.new_domain(self.iommu_config), flags)
+        if flags & I.IOMMU_HWPT_FAULT_ID_VALID and flags & I.IOMMU_HWPT_ALLOC_NEST_PARENT:
+            raise KernelError(errno.EOPNOTSUPP, "a NEST_PARENT HWPT takes no fault queue")
+        hwpt = UserHwpt(ioas, device.new_domain(self.iommu_config), flags, owner=driver.owner)
         hwpt_id = self.allocate_id(hwpt)
         try:
             if hwpt.nest_parent and not driver.nesting:
@@ -1069,6 +1131,69 @@ class IommufdContext:
             raise
         self.hwpts.append(hwpt)
         return hwpt
+
+    def _hwpt_nested_alloc(self, caller: Caller, parent: HwptPaging, device: BoundDevice,
+                           flags: int, data_type: int, data_len: int, uptr: int) -> HwptNested:
+        """iommufd_hwpt_nested_alloc: flags other than FAULT_ID_VALID and PASID, or no driver
+        data (EOPNOTSUPP); an automatic parent, one not allocated NEST_PARENT, or a domain of
+        another driver (EINVAL); then the id is taken (freed again on failure) and the driver's
+        domain_alloc_nested gets the flags without FAULT_ID_VALID."""
+        driver = device.iommu_driver(self)
+        if flags & ~(I.IOMMU_HWPT_FAULT_ID_VALID | I.IOMMU_HWPT_ALLOC_PASID) or not data_len:
+            raise KernelError(errno.EOPNOTSUPP, "nested HWPT: unknown flags or no driver data")
+        if (not isinstance(parent, UserHwpt) or not parent.nest_parent
+                or parent.owner != driver.owner):
+            raise KernelError(errno.EINVAL, "nested HWPT: the parent is not a NEST_PARENT HWPT "
+                                            "of the device's IOMMU driver")
+        hwpt_id = self.allocate_id(None)
+        try:
+            domain = driver.domain_alloc_nested(caller, parent, flags & ~I.IOMMU_HWPT_FAULT_ID_VALID,
+                                                data_type, data_len, uptr)
+        except KernelError:
+            del self.objects[hwpt_id]
+            raise
+        hwpt = HwptNested(parent, domain)
+        self.objects[hwpt_id] = hwpt
+        return hwpt
+
+    def hwpt_invalidate(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """iommufd_hwpt_invalidate: __reserved (EOPNOTSUPP); entries without an array pointer
+        or an entry length (EINVAL); the object (ENOENT); a nested HWPT's driver walks the
+        array (cache_invalidate_user; the mock's iotlb), a vIOMMU's (none can exist here), and
+        any other object is EINVAL. Whatever the outcome, ``entry_num`` becomes the number of
+        requests handled and is written back (a failed write-back is EFAULT)."""
+        fields = I.HWPT_INVALIDATE.unpack(data)
+        entry_num, entry_len = int_field(fields, "entry_num"), int_field(fields, "entry_len")
+        uptr = int_field(fields, "data_uptr")
+        done = 0
+        error: KernelError | None = None
+        if int_field(fields, "reserved"):
+            error = KernelError(errno.EOPNOTSUPP, "HWPT_INVALIDATE: __reserved")
+        elif entry_num and (not uptr or not entry_len):
+            error = KernelError(errno.EINVAL, "HWPT_INVALIDATE: entries without an array")
+        else:
+            obj = self.objects.get(int_field(fields, "hwpt_id"))
+            if obj is None:
+                error = KernelError(errno.ENOENT, f"no object {int_field(fields, 'hwpt_id')}")
+            elif isinstance(obj, HwptNested):
+                done, error = obj.domain.cache_invalidate_user(
+                    caller, int_field(fields, "data_type"), uptr, entry_len, entry_num)
+            else:
+                error = KernelError(errno.EINVAL, "HWPT_INVALIDATE: not a nested HWPT or vIOMMU")
+        I.HWPT_INVALIDATE.write_fields(data, entry_num=done)
+        try:
+            _respond(caller, arg, data)
+        except KernelError:
+            raise KernelError(errno.EFAULT, "HWPT_INVALIDATE: cannot write entry_num back") from None
+        if error is not None:
+            raise error
+        return 0
+
+    def fault_alloc(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """IOMMU_FAULT_QUEUE_ALLOC (``iommufd_fault.fault_alloc``): the answer is a new file,
+        not a number, like IOMMU_TEST_CMD's CREATE_ACCESS."""
+        from .iommufd_fault import fault_alloc
+        return fault_alloc(self, caller, data, arg)  # type: ignore[return-value]
 
     def hwpt_set_dirty_tracking(self, caller: Caller, data: bytearray, arg: int) -> int:
         """iommufd_hwpt_set_dirty_tracking: flags (EOPNOTSUPP; __reserved is not checked), a
@@ -1161,6 +1286,15 @@ def _respond(caller: Caller, arg: int, data: bytearray) -> None:
     copy_out(caller, arg, bytes(data[:min(user_size, len(data))]))
 
 
+def _auto_respond_faults(hwpt: Hwpt, device: BoundDevice) -> None:
+    """iommufd_auto_response_faults: a device leaving a HWPT with a fault queue has its pending
+    page faults answered INVALID."""
+    if hwpt.fault is not None:
+        respond = getattr(hwpt.fault, "auto_respond", None)
+        if respond is not None:
+            respond(device, hwpt)
+
+
 def _cap_slot(size: int) -> int:
     """Room a capability takes in the chain: padded to 8 bytes (>= 6.6)."""
     return -(-size // CAP_ALIGNMENT) * CAP_ALIGNMENT
@@ -1187,8 +1321,8 @@ class UserHwpt(HwptPaging):
     ``dirty_enabled`` is the domain's tracking switch (SET_DIRTY_TRACKING); the dirty bits
     themselves live in the IOAS's translation table, where device writes mark them."""
 
-    def __init__(self, ioas: Ioas, domain: Domain, flags: int) -> None:
-        super().__init__(ioas, domain, auto=False)
+    def __init__(self, ioas: Ioas, domain: Domain, flags: int, owner: str = "") -> None:
+        super().__init__(ioas, domain, auto=False, owner=owner)
         self.nest_parent = bool(flags & I.IOMMU_HWPT_ALLOC_NEST_PARENT)
         self.dirty_ops = bool(flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
         self.dirty_enabled = False
@@ -1232,6 +1366,7 @@ class VtdIommu:
 
     hw_info_type = I.IOMMU_HW_INFO_TYPE_INTEL_VTD
     max_pasid_log2 = 0  # no PASID on our devices
+    owner = "intel-iommu"
 
     @classmethod
     def qemu(cls, address_width: int) -> VtdIommu:
@@ -1269,6 +1404,12 @@ class VtdIommu:
         then the raw registers."""
         return I.HW_INFO_VTD.pack(flags=I.IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, reserved=0,
                                   cap_reg=self.cap_reg, ecap_reg=self.ecap_reg)
+
+    def domain_alloc_nested(self, caller: Caller, parent: UserHwpt, flags: int, data_type: int,
+                            data_len: int, uptr: int) -> NestedDomain:
+        """intel_iommu_domain_alloc_nested exists, but is never reached: the core first wants
+        a NEST_PARENT VT-d HWPT, which an IOMMU without nesting (QEMU's) refuses to make."""
+        raise KernelError(errno.EOPNOTSUPP, "nested (VTD_S1) domains are not emulated")
 
 
 class IommufdFile(OpenFile):
