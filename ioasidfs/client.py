@@ -170,6 +170,7 @@ class Vma:
     device: tuple[int, int]  # of the file's filesystem (major, minor)
     inode: int
     name: str
+    offset: int = 0  # in the file, of the VMA's start
 
     @property
     def shared(self) -> bool:
@@ -202,7 +203,8 @@ def _vmas(pid: int, start: int, end: int) -> list[Vma]:
                     break
                 major, minor = (int(x, 16) for x in fields[3].split(b":"))
                 name = fields[5].strip().decode(errors="replace") if len(fields) > 5 else ""
-                found.append(Vma(low, high, fields[1].decode(), (major, minor), int(fields[4]), name))
+                found.append(Vma(low, high, fields[1].decode(), (major, minor), int(fields[4]), name,
+                                 int(fields[2], 16)))
     except OSError:
         raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
     return found
@@ -212,24 +214,8 @@ def shared_mappings(pid: int, start: int, end: int) -> list[SharedMapping]:
     """The MAP_SHARED file mappings (shmem included) of ``pid`` overlapping [start, end), with
     the file offset of each one's start: the kernel's answer to "which physical page" for them
     (the file's page cache page). ESRCH when the process has gone."""
-    found: list[SharedMapping] = []
-    try:
-        with open(f"/proc/{pid}/maps", "rb") as f:
-            for line in f:
-                fields = line.split(None, 5)
-                low, high = (int(x, 16) for x in fields[0].split(b"-"))
-                if high <= start:
-                    continue
-                if low >= end:
-                    break
-                inode = int(fields[4])
-                if fields[1][3:4] != b"s" or not inode:
-                    continue
-                major, minor = (int(x, 16) for x in fields[3].split(b":"))
-                found.append((low, high, (major, minor, inode), int(fields[2], 16)))
-    except OSError:
-        raise KernelError(errno.ESRCH, f"caller {pid} has gone") from None
-    return found
+    return [(v.start, v.end, (*v.device, v.inode), v.offset)
+            for v in _vmas(pid, start, end) if v.shared and v.inode]
 
 
 def _vm_flags(pid: int, vma: Vma) -> set[str]:

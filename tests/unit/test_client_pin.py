@@ -89,3 +89,29 @@ def test_locked_pages_follow_mlock_and_start_time_is_stable(mapper) -> None:  # 
     finally:
         _libc.munlock(addr, 2 * PAGE)
     assert start_time(PID) == start_time(PID) > 0
+
+
+def test_shared_mappings_name_the_file_and_offset_of_shared_file_pages() -> None:
+    import ctypes
+    import mmap as mmap_mod
+    from ioasidfs.client import shared_mappings
+    fd = os.memfd_create("ioasidfs-test")
+    try:
+        os.ftruncate(fd, 4 * 4096)
+        shared = mmap_mod.mmap(fd, 2 * 4096, mmap_mod.MAP_SHARED, offset=2 * 4096)
+        private = mmap_mod.mmap(-1, 4096, mmap_mod.MAP_PRIVATE)
+        try:
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(shared))
+            st = os.fstat(fd)
+            found = shared_mappings(os.getpid(), addr, addr + 2 * 4096)
+            assert found == [(addr, addr + 2 * 4096,
+                              (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), 2 * 4096)]
+            paddr = ctypes.addressof(ctypes.c_char.from_buffer(private))
+            assert shared_mappings(os.getpid(), paddr, paddr + 4096) == []   # anonymous, private
+        finally:
+            import gc
+            gc.collect()
+            shared.close()
+            private.close()
+    finally:
+        os.close(fd)
