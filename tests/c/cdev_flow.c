@@ -44,6 +44,7 @@
 #include "probe.h"
 #include "labels.h"
 #include "iommufd_cdev.h"
+#include "dma_pattern.h"
 
 #define BDF "0000:00:01.0"
 #define CDEV "/dev/vfio/devices/vfio0"
@@ -238,41 +239,6 @@ static void dma(uint64_t src, uint64_t dst, uint32_t cnt, uint32_t cmd, const ch
 		usleep(1000);
 	}
 	note("dma: wait DMA cmd RUN clear", "%s", v == 0xffffffffu ? "timeout" : "done");
-}
-
-static unsigned char pat(size_t i, unsigned int seed)
-{
-	return (unsigned char)((i * 7 + seed) ^ (i >> 8));
-}
-
-static void fill(unsigned char *b, size_t len, unsigned int seed)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		b[i] = pat(i, seed);
-}
-
-/* Describes 'len' bytes at 'b' against the pattern 'seed' / a fill byte. */
-static void describe(const char *label, const unsigned char *b, size_t len,
-		     unsigned int seed, int fillbyte)
-{
-	size_t i, pmatch = 0, fmatch = 0, zero = 0;
-
-	for (i = 0; i < len; i++) {
-		pmatch += b[i] == pat(i, seed);
-		fmatch += b[i] == (unsigned char)fillbyte;
-		zero += b[i] == 0;
-	}
-	if (pmatch == len)
-		note(label, "pattern %u (all 0x%zx bytes)", seed, len);
-	else if (fmatch == len)
-		note(label, "untouched (all 0x%02x)", fillbyte);
-	else if (zero == len)
-		note(label, "all 0x00");
-	else
-		note(label, "mixed: %zu pattern, %zu fill, %zu zero of 0x%zx", pmatch,
-		     fmatch, zero, len);
 }
 
 static int irq_wait(int efd, int ms, const char *what)
