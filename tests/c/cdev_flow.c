@@ -77,22 +77,6 @@ typedef unsigned long long ull;
 
 static int dev = -1;		/* the cdev the edu helpers use */
 
-static int open_report(const char *label, const char *path, int flags)
-{
-	int fd;
-
-	errno = 0;
-	fd = open(path, flags);
-	report(label, fd, errno);
-	return fd;
-}
-
-static void close_report(const char *label, int fd)
-{
-	errno = 0;
-	report(label, close(fd), errno);
-}
-
 /* ------------------------------------------------------------------ iommufd */
 
 static long bind(const char *what, int cdev, int32_t iommufd, uint32_t argsz,

@@ -76,22 +76,6 @@ typedef unsigned long long ull;
 static int dev = -1;		/* the device fd the edu helpers use */
 static char group_path[64];
 
-static int open_report(const char *label, const char *path)
-{
-	int fd;
-
-	errno = 0;
-	fd = open(path, O_RDWR);
-	report(label, fd, errno);
-	return fd;
-}
-
-static void close_report(const char *label, int fd)
-{
-	errno = 0;
-	report(label, close(fd), errno);
-}
-
 /* ------------------------------------------------------------------ iommufd */
 
 static uint32_t ioas_alloc(const char *what, int fd)
@@ -351,8 +335,8 @@ int main(void)
 	note("sysfs: " BDF " iommu_group", "%s", basename(link));
 	snprintf(group_path, sizeof(group_path), "/dev/vfio/%s", basename(link));
 
-	ifd = open_report("open /dev/iommu", "/dev/iommu");
-	gfd = open_report("open group", group_path);
+	ifd = open_report("open /dev/iommu", "/dev/iommu", O_RDWR);
+	gfd = open_report("open group", group_path, O_RDWR);
 	if (ifd < 0 || gfd < 0)
 		return 1;
 
@@ -478,8 +462,8 @@ int main(void)
 	close_report("order 1: close /dev/iommu", ifd);
 
 	/* ---- order 2 (/dev/ioasid): the iommufd first, UNSET with the device open ---- */
-	ifd = open_report("order 2: open /dev/ioasid", "/dev/ioasid");
-	gfd = open_report("order 2: open group", group_path);
+	ifd = open_report("order 2: open /dev/ioasid", "/dev/ioasid", O_RDWR);
+	gfd = open_report("order 2: open group", group_path, O_RDWR);
 	if (ifd < 0 || gfd < 0)
 		return 1;
 	set_container("order 2: GROUP_SET_CONTAINER(/dev/ioasid)", gfd, ifd);
@@ -501,8 +485,8 @@ int main(void)
 	close_report("order 2: close device fd", dfd);
 
 	/* ---- nothing is left behind ---- */
-	gfd = open_report("after: open group", group_path);
-	ifd = open_report("after: open /dev/iommu", "/dev/iommu");
+	gfd = open_report("after: open group", group_path, O_RDWR);
+	ifd = open_report("after: open /dev/iommu", "/dev/iommu", O_RDWR);
 	set_container("after: GROUP_SET_CONTAINER(/dev/iommu)", gfd, ifd);
 	vfio_ioas("after: VFIO_IOAS(GET)", ifd, IOMMU_VFIO_IOAS_GET, 0, 0);
 	close_report("after: close group", gfd);

@@ -8,10 +8,12 @@
 #define IOASIDFS_LABELS_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 /*
  * Every printed label is unique: the n-th repetition of a label gets " #n".
@@ -85,6 +87,23 @@ static inline long ioc_val(const char *what, int fd, unsigned long cmd,
 	errno = 0;
 	r = ioctl(fd, cmd, arg);
 	return report(what, r, errno);
+}
+
+/* open() and close() reported like a call: "<label> = <fd or 0>" or "<label> = -1 <ERRNO>". */
+static inline int open_report(const char *label, const char *path, int flags)
+{
+	int fd;
+
+	errno = 0;
+	fd = open(path, flags);
+	report(label, fd, errno);
+	return fd;
+}
+
+static inline void close_report(const char *label, int fd)
+{
+	errno = 0;
+	report(label, close(fd), errno);
 }
 
 #endif /* IOASIDFS_LABELS_H */
