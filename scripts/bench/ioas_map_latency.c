@@ -47,8 +47,8 @@ struct iommu_vfio_ioas {
 };
 
 #define PAGE 4096UL
+#include "latency.h"
 #define BACKGROUND_BASE 0x100000000UL /* live areas live at 4 GiB and up */
-#define PROBE_IOVA 0x10000UL          /* the timed pair maps and unmaps here */
 
 static int iommufd;
 static uint32_t ioas_id;
@@ -76,23 +76,8 @@ static int unmap(unsigned long iova)
 	return ioctl(iommufd, IOMMU_IOAS_UNMAP, &u);
 }
 
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
 int main(int argc, char **argv)
 {
-	int iterations = argc > 1 ? atoi(argv[1]) : 2000;
-	long sizes[8] = { 0, 1000, 60000 };
-	int nsizes = 3, live = 0;
-
-	if (argc > 2) {
-		nsizes = 0;
-		for (int i = 2; i < argc && nsizes < 8; i++)
-			sizes[nsizes++] = atol(argv[i]);
-	}
 	iommufd = open("/dev/iommu", O_RDWR);
 	int group = open("/dev/vfio/1", O_RDWR);
 	if (iommufd < 0 || group < 0)
@@ -106,23 +91,6 @@ int main(int argc, char **argv)
 	/* The device's first open attaches it: the IOAS gets its IOMMU domain. */
 	int device = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, "0000:00:01.0");
 	page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	double *samples = calloc(iterations, sizeof(double));
-
-	for (int s = 0; s < nsizes; s++) {
-		while (live < sizes[s])
-			if (map(BACKGROUND_BASE + PAGE * live++))
-				die("background map");
-		for (int i = 0; i < iterations; i++) {
-			struct timespec a, b;
-			clock_gettime(CLOCK_MONOTONIC, &a);
-			if (map(PROBE_IOVA) || unmap(PROBE_IOVA))
-				die("timed map/unmap");
-			clock_gettime(CLOCK_MONOTONIC, &b);
-			samples[i] = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
-		}
-		qsort(samples, iterations, sizeof(double), cmp);
-		printf("live=%ld ioas_map_unmap_us=%.1f p99_us=%.1f domain=%d\n", sizes[s],
-		       samples[iterations / 2], samples[iterations * 99 / 100], device >= 0);
-	}
+	measure(argc, argv, "ioas_map_unmap_us", device >= 0 ? " domain=1" : " domain=0");
 	return 0;
 }
