@@ -125,6 +125,8 @@ class Hwpt:
         self.ioas = ioas
         self.devices: list[BoundDevice] = []
         self.fault: ContextObject | None = None
+        #: ``hwpt->pasid_compat``: allocated with IOMMU_HWPT_ALLOC_PASID (never an automatic one)
+        self.pasid_compat = False
 
 
 class HwptPaging(Hwpt):
@@ -177,6 +179,9 @@ class BoundDevice:
         self.name = name
         self.group = group
         self.hwpt: Hwpt | None = None
+        #: What the device is attached to at each PASID (``igroup->pasid_attach`` other than
+        #: IOMMU_NO_PASID, this device's entries): each holds the HWPT and the device.
+        self.pasids: dict[int, Hwpt] = {}
 
     def new_domain(self, iommu: IommuConfig) -> Domain:
         """The paging domain the device's IOMMU driver allocates for an automatic HWPT: ours is
@@ -194,6 +199,11 @@ class BoundDevice:
         (intel_iommu_enable_iopf: ENODEV), which ours lack."""
         if hwpt.fault is not None:
             raise KernelError(errno.ENODEV, f"{self.name} has no PRI for I/O page faults")
+
+    def set_dev_pasid(self, hwpt: Hwpt | None, pasid: int, old: Hwpt | None) -> None:
+        """The driver's ``set_dev_pasid`` of ``hwpt``'s domain (None: the blocked domain, a
+        detach). Reached only for a PASID below the device's width, which is 0 for our VT-d
+        devices, so the VT-d driver is never asked."""
 
 
 class IommuDriver(Protocol):
@@ -302,9 +312,11 @@ class IommufdContext:
                     + sum(1 for o in self.objects.values() if isinstance(o, ContextObject) and o.holds(obj)))
         if isinstance(obj, Hwpt):
             return 1 + len(obj.devices) + sum(
-                1 for o in self.objects.values() if isinstance(o, HwptNested) and o.parent is obj)
+                1 for o in self.objects.values() if isinstance(o, HwptNested) and o.parent is obj
+            ) + sum(1 for d in self.devices for h in d.pasids.values() if h is obj)
         if isinstance(obj, BoundDevice):
-            return 2 + (obj.hwpt is not None)  # the table, its driver, its attachment
+            # the table, its driver, its attachments (iommufd_device_attach, per PASID too)
+            return 2 + (obj.hwpt is not None) + len(obj.pasids)
         if isinstance(obj, ContextObject):
             return 1 + obj.extra_users() + sum(
                 1 for o in self.objects.values() if isinstance(o, Hwpt) and o.fault is obj)
@@ -472,6 +484,8 @@ class IommufdContext:
         current = self._group_hwpt(device)
         if current is not None and current is not hwpt:
             raise KernelError(errno.EINVAL, "the device's IOMMU group is attached to another HWPT")
+        if current is None:
+            self._pasid_compat(device, hwpt, None)
         device.check_attach(hwpt)
         hwpt.ioas.reserve_device_regions(self.iommu_config.reserved_regions, device)
         hwpt.devices.append(device)
@@ -489,6 +503,7 @@ class IommufdContext:
         if hwpt is old:
             return None
         members = self._group_attached(device, old)
+        self._pasid_compat(device, hwpt, None)
         for member in members:
             member.check_attach(hwpt)
         regions = self.iommu_config.reserved_regions
@@ -579,10 +594,185 @@ class IommufdContext:
         if hwpt is not None:
             self._hwpt_put(hwpt)
 
+    # ---- PASID attachments (device.c with a pasid other than IOMMU_NO_PASID; iommu.c:
+    # iommu_attach_device_pasid, iommu_replace_device_pasid, iommu_detach_device_pasid)
+    def _group_members(self, device: BoundDevice) -> list[BoundDevice]:
+        """The devices of ``device``'s IOMMU group bound to this context."""
+        return [d for d in self.devices
+                if d is device or (device.group is not None and d.group == device.group)]
+
+    def _group_pasid_hwpt(self, device: BoundDevice, pasid: int) -> Hwpt | None:
+        """``igroup->pasid_attach[pasid]->hwpt``: what the group is attached to at ``pasid``."""
+        for other in self._group_members(device):
+            if pasid in other.pasids:
+                return other.pasids[pasid]
+        return None
+
+    def _pasid_compat(self, device: BoundDevice, hwpt: Hwpt, pasid: int | None) -> None:
+        """iommufd_hwpt_pasid_compat (EINVAL). For the RID (``pasid`` None): a HWPT not
+        allocated with IOMMU_HWPT_ALLOC_PASID while the group has anything attached at a
+        PASID. At a PASID: such a HWPT, or a RID attached to one."""
+        if pasid is None:
+            if not hwpt.pasid_compat and any(d.pasids for d in self._group_members(device)):
+                raise KernelError(errno.EINVAL, "a PASID is attached: the RID needs a "
+                                                "PASID-compatible HWPT")
+            return
+        if not hwpt.pasid_compat:
+            raise KernelError(errno.EINVAL, "the HWPT was not allocated IOMMU_HWPT_ALLOC_PASID")
+        rid = self._group_hwpt(device)
+        if rid is not None and not rid.pasid_compat:
+            raise KernelError(errno.EINVAL, "the RID is attached to a HWPT that is not "
+                                            "PASID-compatible")
+
+    def _domain_owner_check(self, device: BoundDevice, hwpt: Hwpt) -> None:
+        """iommu_attach/replace_device_pasid: a domain of another driver (``domain->owner``
+        other than the device's ops) is EINVAL."""
+        paging = hwpt.parent if isinstance(hwpt, HwptNested) else hwpt
+        owner = getattr(paging, "owner", "")
+        if owner and owner != device.iommu_driver(self).owner:
+            raise KernelError(errno.EINVAL, "a domain of another IOMMU driver")
+
+    def _set_group_pasid(self, device: BoundDevice, hwpt: Hwpt, pasid: int,
+                         old: Hwpt | None) -> None:
+        """__iommu_set_group_pasid: each device of the group with a PASID width gets the
+        driver's set_dev_pasid; a failure reverts the devices done before it (to ``old``, or
+        blocked) but not the failing one, and is returned."""
+        done: list[BoundDevice] = []
+        for member in self._group_members(device):
+            if not self._max_pasids(member):
+                continue
+            try:
+                member.set_dev_pasid(hwpt, pasid, old)
+            except KernelError:
+                for prev in done:
+                    prev.set_dev_pasid(old, pasid, hwpt)
+                raise
+            done.append(member)
+
+    def _max_pasids(self, device: BoundDevice) -> int:
+        """``dev->iommu->max_pasids``: 1 << the driver's PASID width, 0 without PASID support."""
+        log2 = device.iommu_driver(self).max_pasid_log2
+        return 1 << log2 if log2 else 0
+
+    def _pasid_do_attach(self, device: BoundDevice, pasid: int, hwpt: Hwpt) -> Hwpt | None:
+        """iommufd_hw_pagetable_attach at a PASID: the device already attached there is EBUSY
+        (its slot in the attach's device array), the group at another HWPT EINVAL; no reserved
+        regions. The group's first attach then goes to the hardware
+        (iommufd_hwpt_attach_device): iommufd_hwpt_pasid_compat (EINVAL), then
+        iommu_attach_device_pasid: a domain of another driver (EINVAL), a PASID at or past the
+        width of the device, or of a group device with a width (EINVAL), then the driver's
+        set_dev_pasid. Returns None (nothing to put)."""
+        current = self._group_pasid_hwpt(device, pasid)
+        if pasid in device.pasids:
+            raise KernelError(errno.EBUSY, f"{device.name} is already attached at PASID {pasid}")
+        if current is not None and current is not hwpt:
+            raise KernelError(errno.EINVAL, f"the group is attached to another HWPT at PASID {pasid}")
+        if current is None:
+            self._pasid_compat(device, hwpt, pasid)
+            self._domain_owner_check(device, hwpt)
+            widths = [self._max_pasids(d) for d in self._group_members(device)]
+            if pasid >= self._max_pasids(device) or any(w and pasid >= w for w in widths):
+                raise KernelError(errno.EINVAL, f"PASID {pasid} is past the device's PASID width")
+            self._set_group_pasid(device, hwpt, pasid, None)
+        device.pasids[pasid] = hwpt
+        return None
+
+    def _pasid_do_replace(self, device: BoundDevice, pasid: int, hwpt: Hwpt) -> Hwpt | None:
+        """iommufd_device_do_replace at a PASID: nothing attached there (EINVAL), this device
+        not attached there (EINVAL), the same HWPT (a no-op); then iommufd_hwpt_replace_device:
+        iommufd_hwpt_pasid_compat (EINVAL), iommu_replace_device_pasid (a domain of another
+        driver EINVAL; the driver's set_dev_pasid for the group, whose failure leaves the old
+        HWPT). Every device of the group at that PASID moves; returns the old HWPT to put.
+        (The kernel answers pending faults of the *new* HWPT for the old handle here, i.e.
+        none: the old HWPT's stay queued.)"""
+        old = self._group_pasid_hwpt(device, pasid)
+        if old is None or pasid not in device.pasids:
+            raise KernelError(errno.EINVAL, f"{device.name} is not attached at PASID {pasid}")
+        if hwpt is old:
+            return None
+        self._pasid_compat(device, hwpt, pasid)
+        self._domain_owner_check(device, hwpt)
+        self._set_group_pasid(device, hwpt, pasid, old)
+        for member in self._group_members(device):
+            if member.pasids.get(pasid) is old:
+                member.pasids[pasid] = hwpt
+        return old
+
+    def _pasid_change_pt(self, device: BoundDevice, pasid: int, pt_id: int, *,
+                         replace: bool) -> int:
+        """iommufd_device_change_pt at a PASID: the object (ENOENT); a HWPT (paging or nested)
+        is used as is; an IOAS goes through iommufd_device_auto_get_domain: its automatic
+        HWPTs (EINVAL skips one), else a new automatic domain -- never PASID-compatible, so the
+        attach or replace fails with the same checks (EINVAL) and the new HWPT is freed again;
+        any other object EINVAL. Returns the HWPT id now attached."""
+        obj = self.objects.get(pt_id)
+        if obj is None:
+            raise KernelError(errno.ENOENT, f"no object {pt_id}")
+        do = self._pasid_do_replace if replace else self._pasid_do_attach
+        if isinstance(obj, Hwpt):
+            old = do(device, pasid, obj)
+            if old is not None:
+                self._hwpt_put(old)
+            return pt_id
+        if not isinstance(obj, Ioas):
+            raise KernelError(errno.EINVAL, f"object {pt_id} is neither an IOAS nor a HWPT")
+        for hwpt in list(self.hwpts):
+            if hwpt.ioas is not obj or not hwpt.auto:
+                continue
+            try:
+                old = do(device, pasid, hwpt)
+            except KernelError as e:
+                if e.errno == errno.EINVAL:
+                    continue
+                raise
+            if old is not None:
+                self._hwpt_put(old)
+            return self.id_of(hwpt)
+        hwpt = HwptPaging(obj, device.new_domain(self.iommu_config), auto=True)
+        hwpt_id = self.allocate_id(hwpt)
+        try:
+            if replace:  # not immediate: the domain joins the IOAS first
+                obj.add_domain(hwpt.domain)
+                try:
+                    do(device, pasid, hwpt)
+                finally:
+                    obj.remove_domain(hwpt.domain)
+            else:
+                do(device, pasid, hwpt)
+        finally:
+            del self.objects[hwpt_id]
+        raise AssertionError("an automatic HWPT is never PASID-compatible")  # pragma: no cover
+
+    def attach_pasid(self, device: BoundDevice, pasid: int, pt_id: int) -> int:
+        """iommufd_device_attach with a PASID; returns the HWPT id."""
+        return self._pasid_change_pt(device, pasid, pt_id, replace=False)
+
+    def replace_pasid(self, device: BoundDevice, pasid: int, pt_id: int) -> int:
+        """iommufd_device_replace with a PASID; returns the HWPT id."""
+        return self._pasid_change_pt(device, pasid, pt_id, replace=True)
+
+    def detach_pasid(self, device: BoundDevice, pasid: int) -> None:
+        """iommufd_device_detach with a PASID (iommufd_hw_pagetable_detach): nothing if not
+        attached there. The group's last device there leaves the hardware
+        (iommu_detach_device_pasid: the blocked domain's set_dev_pasid for each group device
+        with a PASID width) and its pending page faults are answered INVALID."""
+        hwpt = device.pasids.pop(pasid, None)
+        if hwpt is None:
+            return
+        if self._group_pasid_hwpt(device, pasid) is None:
+            for member in self._group_members(device):
+                if self._max_pasids(member):
+                    member.set_dev_pasid(None, pasid, hwpt)
+            _auto_respond_faults(hwpt, device)
+        self._hwpt_put(hwpt)
+
     def unbind_device(self, device: BoundDevice, *, release: bool = True) -> None:
         """vfio_iommufd_physical_unbind: detach, then destroy the DEVICE object; the device's
         reference on the context goes with it. ``release=False`` from a destructor that the
-        context's release itself runs."""
+        context's release itself runs. PASID attachments still there (a driver bug the kernel
+        WARNs about) are detached first."""
+        for pasid in list(device.pasids):
+            self.detach_pasid(device, pasid)
         self.detach_device(device)
         del self.objects[self.id_of(device)]
         self.devices.remove(device)
@@ -1153,6 +1343,7 @@ class IommufdContext:
             del self.objects[hwpt_id]
             raise
         hwpt = HwptNested(parent, domain)
+        hwpt.pasid_compat = bool(flags & I.IOMMU_HWPT_ALLOC_PASID)
         self.objects[hwpt_id] = hwpt
         return hwpt
 
@@ -1326,6 +1517,7 @@ class UserHwpt(HwptPaging):
         self.nest_parent = bool(flags & I.IOMMU_HWPT_ALLOC_NEST_PARENT)
         self.dirty_ops = bool(flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
         self.dirty_enabled = False
+        self.pasid_compat = bool(flags & I.IOMMU_HWPT_ALLOC_PASID)
 
 
 # VT-d capability bits the emulation derives its answers from (VT-d spec 11.4.2-11.4.3; QEMU's

@@ -65,6 +65,7 @@ class MockDevice(BoundDevice):
         super().__init__(name)
         self.flags = flags
         self.cache = [I.IOMMU_TEST_DEV_CACHE_DEFAULT] * I.MOCK_DEV_CACHE_NUM
+        self.pasid_1024_fake_error = False
 
     def new_domain(self, iommu: IommuConfig) -> Domain:
         """mock_domain_alloc_paging_flags: the mock geometry whatever the machine's IOMMU is."""
@@ -78,6 +79,20 @@ class MockDevice(BoundDevice):
         if (self.flags & I.MOCK_FLAGS_DEVICE_NO_DIRTY and isinstance(hwpt, UserHwpt)
                 and hwpt.dirty_ops):
             raise KernelError(errno.EINVAL, "a NO_DIRTY mock device on a dirty-tracking domain")
+
+    def set_dev_pasid(self, hwpt: Hwpt | None, pasid: int, old: Hwpt | None) -> None:
+        """mock_domain_set_dev_pasid_nop: PASID 1024 fakes a driver failure to test the core's
+        rollback -- the blocked domain (a detach) clears ``pasid_1024_fake_error``; otherwise a
+        set flag is cleared and the call fails ENOMEM, an unset one is set."""
+        if pasid != 1024:
+            return
+        if hwpt is None:
+            self.pasid_1024_fake_error = False
+        elif self.pasid_1024_fake_error:
+            self.pasid_1024_fake_error = False
+            raise KernelError(errno.ENOMEM, "mock: the faked failure at PASID 1024")
+        else:
+            self.pasid_1024_fake_error = True
 
 
 class MockIommu:
@@ -380,8 +395,8 @@ class MockSelftest:
                      data: bytearray, arg: int) -> int:
         """iommufd_test_trigger_iopf: the device (ENOENT), then a last-page request (PASID_VALID
         unless ``pasid`` is 0) reported to the IOMMU core (iommu_report_device_fault ->
-        find_fault_handler): at a PASID, the domain attached there -- none ever is here -- else,
-        the mock driver having a user PASID table, a nested domain attached to the RID; without
+        find_fault_handler): at a PASID, the domain attached there, else, the mock driver
+        having a user PASID table, a nested domain attached to the RID; without
         a PASID, the RID's domain. A domain with a fault queue (FAULT_ID_VALID) gets the group
         queued there for read(); otherwise it is dropped. Always 0."""
         fields = layout.unpack(data)
@@ -391,7 +406,10 @@ class MockSelftest:
         hwpt = device.hwpt
         if pasid:
             flags |= I.IOMMU_PGFAULT_FLAGS_PASID_VALID
-            if not getattr(device.iommu_driver(ctx), "user_pasid_table", False) or not isinstance(
+            at_pasid = ctx._group_pasid_hwpt(device, pasid)
+            if at_pasid is not None:
+                hwpt = at_pasid
+            elif not getattr(device.iommu_driver(ctx), "user_pasid_table", False) or not isinstance(
                     hwpt, HwptNested):
                 hwpt = None
         if hwpt is None or hwpt.fault is None:
@@ -404,28 +422,52 @@ class MockSelftest:
             perm=int_field(fields, "perm"), addr=int_field(fields, "addr"))]))
         return 0
 
+    def pasid_attach(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                     data: bytearray, arg: int) -> int:
+        """iommufd_test_pasid_attach: the selftest object (ENOENT), then iommufd_device_attach
+        at ``pasid`` to ``pt_id`` (the core's rules); nothing is written back."""
+        fields = layout.unpack(data)
+        sobj = _selftest_object(ctx, int_field(fields, "id"))
+        ctx.attach_pasid(sobj.device, int_field(fields, "pasid"), int_field(fields, "pt_id"))
+        return 0
+
+    def pasid_replace(self, ctx: IommufdContext, caller: Caller, layout: Layout,
+                      data: bytearray, arg: int) -> int:
+        """iommufd_test_pasid_replace: the selftest object (ENOENT), then
+        iommufd_device_replace at ``pasid``; nothing is written back."""
+        fields = layout.unpack(data)
+        sobj = _selftest_object(ctx, int_field(fields, "id"))
+        ctx.replace_pasid(sobj.device, int_field(fields, "pasid"), int_field(fields, "pt_id"))
+        return 0
+
     def pasid_detach(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                      data: bytearray, arg: int) -> int:
         """iommufd_test_pasid_detach: the selftest object (ENOENT), then iommufd_device_detach
-        of the PASID, which returns nothing: 0. (Nothing is ever attached to a PASID here:
-        PASID_ATTACH/REPLACE are not emulated.)"""
-        _selftest_object(ctx, int_field(layout.unpack(data), "id"))
+        of the PASID (nothing if not attached), which returns nothing: 0."""
+        fields = layout.unpack(data)
+        sobj = _selftest_object(ctx, int_field(fields, "id"))
+        ctx.detach_pasid(sobj.device, int_field(fields, "pasid"))
         return 0
 
     def pasid_check_hwpt(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                          data: bytearray, arg: int) -> int:
         """iommufd_test_pasid_check_hwpt: the selftest object (ENOENT); ``hwpt_id`` 0 asks
-        that nothing be attached at the PASID (true here: 0); otherwise the HWPT (ENOENT; an
-        object of another type EINVAL) must be the one attached there (EINVAL: none is)."""
+        that nothing be attached at the PASID (EINVAL otherwise); else the HWPT (ENOENT; an
+        object of another type EINVAL) must be the one attached there (EINVAL)."""
         fields = layout.unpack(data)
-        _selftest_object(ctx, int_field(fields, "id"))
+        sobj = _selftest_object(ctx, int_field(fields, "id"))
+        attached = ctx._group_pasid_hwpt(sobj.device, int_field(fields, "pasid"))
         hwpt_id = int_field(fields, "hwpt_id")
         if not hwpt_id:
+            if attached is not None:
+                raise KernelError(errno.EINVAL, "something is attached at the PASID")
             return 0
         obj = ctx.objects.get(hwpt_id)
         if obj is None:
             raise KernelError(errno.ENOENT, f"no object {hwpt_id}")
-        raise KernelError(errno.EINVAL, f"HWPT {hwpt_id} is not attached at the PASID")
+        if not isinstance(obj, Hwpt) or obj is not attached:
+            raise KernelError(errno.EINVAL, f"HWPT {hwpt_id} is not attached at the PASID")
+        return 0
 
     def trigger_vevent(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                        data: bytearray, arg: int) -> int:
@@ -568,6 +610,8 @@ _HANDLERS = {
     I.IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT: MockSelftest.set_temp_memory_limit,
     I.IOMMU_TEST_OP_TRIGGER_IOPF: MockSelftest.trigger_iopf,
     I.IOMMU_TEST_OP_DIRTY: MockSelftest.dirty,
+    I.IOMMU_TEST_OP_PASID_ATTACH: MockSelftest.pasid_attach,
+    I.IOMMU_TEST_OP_PASID_REPLACE: MockSelftest.pasid_replace,
     I.IOMMU_TEST_OP_PASID_DETACH: MockSelftest.pasid_detach,
     I.IOMMU_TEST_OP_PASID_CHECK_HWPT: MockSelftest.pasid_check_hwpt,
     I.IOMMU_TEST_OP_TRIGGER_VEVENT: MockSelftest.trigger_vevent,
