@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Callable, Protocol, TYPE_CHECKING, TypeVar
 
 from ..config import IommuConfig
 from ..errors import KernelError
@@ -26,7 +26,7 @@ from ..uapi import vfio as V
 from ..uapi.ioctl import ioc_nr
 from ..uapi.layout import Layout
 from .argsz import copy_in, copy_out, int_field, read_argsz_struct, read_u32
-from .caller import CAP_SYS_RESOURCE, PAGE_SIZE, Caller
+from .caller import CAP_SYS_RESOURCE, Caller
 from .capchain import CAP_ALIGNMENT
 from .files import FileKind, OpenFile
 from .ioas import (IOMMU_READ, IOMMU_WRITE, U64_MAX, Accounting, Domain, Ioas, UnmapError,
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from .iommufd_mock import MockSelftest
 
 log = logging.getLogger("ioasidfs.engine")
+
+_Obj = TypeVar("_Obj")
 
 IommufdHandler = Callable[["IommufdContext", Caller, bytearray, int], int]
 
@@ -322,12 +324,16 @@ class IommufdContext:
                 1 for o in self.objects.values() if isinstance(o, Hwpt) and o.fault is obj)
         return 1
 
-    def get_ioas(self, object_id: int) -> Ioas:
-        """iommufd_get_ioas: ENOENT for a missing id or another type of object."""
+    def get_object(self, object_id: int, kind: type[_Obj], what: str) -> _Obj:
+        """iommufd_get_object(ictx, id, type): ENOENT for a missing id or another type."""
         obj = self.objects.get(object_id)
-        if not isinstance(obj, Ioas):
-            raise KernelError(errno.ENOENT, f"no IOAS {object_id}")
+        if not isinstance(obj, kind):
+            raise KernelError(errno.ENOENT, f"no {what} {object_id}")
         return obj
+
+    def get_ioas(self, object_id: int) -> Ioas:
+        """iommufd_get_ioas."""
+        return self.get_object(object_id, Ioas, "IOAS")
 
     def destroy(self, object_id: int) -> None:
         """IOMMU_DESTROY (iommufd_object_remove): ENOENT, EBUSY while anything holds it."""
@@ -1156,11 +1162,8 @@ class IommufdContext:
         return val64
 
     def get_device(self, object_id: int) -> BoundDevice:
-        """iommufd_get_device: ENOENT for a missing id or another type of object."""
-        obj = self.objects.get(object_id)
-        if not isinstance(obj, BoundDevice):
-            raise KernelError(errno.ENOENT, f"no device {object_id}")
-        return obj
+        """iommufd_get_device."""
+        return self.get_object(object_id, BoundDevice, "device")
 
     # ---------------------------------------------------------------- vIOMMU objects
     # No IOMMU emulated here has vIOMMU ops (QEMU's VT-d in legacy mode has none; the selftest's
@@ -1213,11 +1216,8 @@ class IommufdContext:
         return 0  # not reached
 
     def get_hwpt_paging(self, object_id: int) -> HwptPaging:
-        """iommufd_get_hwpt_paging: ENOENT for a missing id or another type of object."""
-        obj = self.objects.get(object_id)
-        if not isinstance(obj, HwptPaging):
-            raise KernelError(errno.ENOENT, f"no paging HWPT {object_id}")
-        return obj
+        """iommufd_get_hwpt_paging."""
+        return self.get_object(object_id, HwptPaging, "paging HWPT")
 
     def get_hw_info(self, caller: Caller, data: bytearray, arg: int) -> int:
         """iommufd_get_hw_info + intel_iommu_hw_info: flags other than INPUT_TYPE and non-zero

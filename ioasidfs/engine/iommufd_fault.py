@@ -201,8 +201,5 @@ def fault_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: int) 
 
 
 def get_fault(ctx: IommufdContext, object_id: int) -> FaultQueue:
-    """iommufd_get_fault: ENOENT for a missing id or another type of object."""
-    obj = ctx.objects.get(object_id)
-    if not isinstance(obj, FaultQueue):
-        raise KernelError(errno.ENOENT, f"no fault queue {object_id}")
-    return obj
+    """iommufd_get_fault."""
+    return ctx.get_object(object_id, FaultQueue, "fault queue")

@@ -478,11 +478,8 @@ class MockSelftest:
 
 
 def _selftest_object(ctx: IommufdContext, object_id: int) -> SelftestObject:
-    """iommufd_test_get_selftest_obj: ENOENT for a missing id or another type of object."""
-    obj = ctx.objects.get(object_id)
-    if not isinstance(obj, SelftestObject):
-        raise KernelError(errno.ENOENT, f"no selftest object {object_id}")
-    return obj
+    """iommufd_test_get_selftest_obj."""
+    return ctx.get_object(object_id, SelftestObject, "selftest object")
 
 
 def _mock_hwpt(ctx: IommufdContext, object_id: int) -> HwptPaging:
