@@ -103,10 +103,10 @@ int main(void)
 	hole = alloc_pages(2, PROT_READ | PROT_WRITE);
 	munmap(hole, 2 * PG);
 
-	ifd = open_node("open " IOMMUFD, IOMMUFD);
+	ifd = open_report("open " IOMMUFD, IOMMUFD, O_RDWR);
 	if (ifd < 0)
 		return 0;
-	gfd = open_node("open " GROUP, GROUP);
+	gfd = open_report("open " GROUP, GROUP, O_RDWR);
 	if (gfd < 0)
 		return 1;
 
@@ -126,9 +126,9 @@ int main(void)
 	set_container(p, gfd, ifd);
 	group_status(p, gfd);
 	set_container(p, gfd, ifd);
-	gfd2 = open_node("attach: open " GROUP " (second open)", GROUP);
+	gfd2 = open_report("attach: open " GROUP " (second open)", GROUP, O_RDWR);
 	if (gfd2 >= 0)
-		do_close("attach: close second open", gfd2);
+		close_report("attach: close second open", gfd2);
 
 	/* ---- a compat IOAS, but no device open: no IOMMU domain ---- */
 	p = "nodev";
@@ -238,7 +238,7 @@ int main(void)
 	/* ---- close the device: the mappings stay in the IOAS ---- */
 	p = "closed";
 	map_dma(p, ifd, F_RW, buf, "buf", 0x100000, 2 * PG);
-	do_close("closed: close device", dfd);
+	close_report("closed: close device", dfd);
 	check_ext(p, ifd, VFIO_DMA_CC_IOMMU, "DMA_CC_IOMMU");
 	get_info(p, ifd, INFO_BUF, 1);
 	map_dma(p, ifd, F_RW, hole, "hole", 0x200000, PG);
@@ -253,7 +253,7 @@ int main(void)
 	check_ext(p, ifd, VFIO_DMA_CC_IOMMU, "DMA_CC_IOMMU");
 	set_iommu(p, ifd, VFIO_TYPE1v2_IOMMU);
 	unmap_dma(p, ifd, U_ALL, 0, 0);
-	do_close("close group", gfd);
-	do_close("close " IOMMUFD, ifd);
+	close_report("close group", gfd);
+	close_report("close " IOMMUFD, ifd);
 	return 0;
 }

@@ -199,7 +199,7 @@ int main(void)
 
 	/* ---- the classic flow ---- */
 	p = "flow";
-	cfd = open_node("flow: open " CONTAINER, CONTAINER);
+	cfd = open_report("flow: open " CONTAINER, CONTAINER, O_RDWR);
 	if (cfd < 0)
 		return 1;
 	ioc_val("flow: GET_API_VERSION", cfd, VFIO_GET_API_VERSION, 0);
@@ -207,7 +207,7 @@ int main(void)
 	check_ext(p, cfd, VFIO_TYPE1v2_IOMMU, "TYPE1v2");
 	check_ext(p, cfd, VFIO_UNMAP_ALL, "UNMAP_ALL");
 	check_ext(p, cfd, VFIO_UPDATE_VADDR, "UPDATE_VADDR");
-	gfd = open_node("flow: open " GROUP, GROUP);
+	gfd = open_report("flow: open " GROUP, GROUP, O_RDWR);
 	if (gfd < 0)
 		return 1;
 	group_status(p, gfd);
@@ -400,8 +400,8 @@ int main(void)
 	ioc("v1: GROUP_UNSET_CONTAINER(from v2)", gfd,
 		VFIO_GROUP_UNSET_CONTAINER, NULL);
 	get_info("v1: old container", cfd, 16, 0);
-	cfd2 = open_node("v1: open " CONTAINER " (second container)",
-			 CONTAINER);
+	cfd2 = open_report("v1: open " CONTAINER " (second container)",
+			 CONTAINER, O_RDWR);
 	if (cfd2 < 0)
 		return 1;
 	set_container(p, gfd, cfd2);
@@ -430,39 +430,39 @@ int main(void)
 	ioc("v1: GROUP_UNSET_CONTAINER", gfd, VFIO_GROUP_UNSET_CONTAINER,
 		NULL);
 	get_info(p, cfd2, 16, 0);
-	do_close("v1: close second container", cfd2);
+	close_report("v1: close second container", cfd2);
 
 	/* ---- group exclusivity and lifetime ---- */
 	p = "group";
-	gfd2 = open_node("group: open " GROUP " (second open)", GROUP);
+	gfd2 = open_report("group: open " GROUP " (second open)", GROUP, O_RDWR);
 	if (gfd2 >= 0)
-		do_close("group: close second open", gfd2);
+		close_report("group: close second open", gfd2);
 	set_container(p, gfd, cfd);
 	set_iommu(p, cfd, VFIO_TYPE1v2_IOMMU);
 	dma_avail(p, cfd);
 	map_dma(p, cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
 	dma_avail(p, cfd);
-	do_close("group: close group (attached, one mapping)", gfd);
+	close_report("group: close group (attached, one mapping)", gfd);
 	get_info("group: after close", cfd, 16, 0);
 	check_ext("group: after close", cfd, VFIO_UPDATE_VADDR, "UPDATE_VADDR");
-	gfd = open_node("group: reopen " GROUP, GROUP);
+	gfd = open_report("group: reopen " GROUP, GROUP, O_RDWR);
 	if (gfd < 0)
 		return 1;
 	group_status("group: reopened", gfd);
-	gfd2 = open_node("group: open " GROUP " (second open)", GROUP);
+	gfd2 = open_report("group: open " GROUP " (second open)", GROUP, O_RDWR);
 	if (gfd2 >= 0)
-		do_close("group: close second open", gfd2);
+		close_report("group: close second open", gfd2);
 	set_container("group: reopened", gfd, cfd);
 	set_iommu("group: reopened", cfd, VFIO_TYPE1v2_IOMMU);
 	dma_avail("group: reopened", cfd);
 	unmap_dma("group: reopened", cfd, 0, 0x100000, 2 * PG);
 	map_dma("group: reopened", cfd, F_RW, buf, "buf", 0x100000, 2 * PG);
-	do_close("group: close container (group attached)", cfd);
-	do_close("group: close group", gfd);
-	gfd = open_node("group: reopen " GROUP " (after both closed)", GROUP);
+	close_report("group: close container (group attached)", cfd);
+	close_report("group: close group", gfd);
+	gfd = open_report("group: reopen " GROUP " (after both closed)", GROUP, O_RDWR);
 	if (gfd >= 0) {
 		group_status("group: last", gfd);
-		do_close("group: close group", gfd);
+		close_report("group: close group", gfd);
 	}
 	return 0;
 }

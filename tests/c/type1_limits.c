@@ -287,10 +287,10 @@ int main(void)
 	hole = alloc_pages(1, PROT_READ | PROT_WRITE);
 	munmap(hole, PG);
 
-	cfd = open_node("open " CONTAINER, CONTAINER);
+	cfd = open_report("open " CONTAINER, CONTAINER, O_RDWR);
 	if (cfd < 0)
 		return 1;
-	gfd = open_node("open " GROUP, GROUP);
+	gfd = open_report("open " GROUP, GROUP, O_RDWR);
 	if (gfd < 0)
 		return 1;
 	set_container("setup", gfd, cfd);
@@ -301,7 +301,7 @@ int main(void)
 	dma_entry_limit(cfd, page, hole);
 	memlock(cfd, buf16, one);
 
-	do_close("close group", gfd);
-	do_close("close container", cfd);
+	close_report("close group", gfd);
+	close_report("close container", cfd);
 	return 0;
 }

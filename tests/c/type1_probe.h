@@ -30,25 +30,6 @@
 typedef unsigned long long ull;
 
 
-static int open_node(const char *what, const char *path)
-{
-	int fd;
-
-	errno = 0;
-	fd = open(path, O_RDWR);
-	report(what, fd, errno);
-	return fd;
-}
-
-static void do_close(const char *what, int fd)
-{
-	long r;
-
-	errno = 0;
-	r = close(fd);
-	report(what, r, errno);
-}
-
 /* Anonymous memory, populated (written) before any protection change. */
 static unsigned char *alloc_pages(size_t pages, int prot)
 {
