@@ -120,32 +120,30 @@ class Engine:
         for a group the configuration does not have."""
         group = self.groups[group_id]
         table: TranslationTable | None = None
-        blocked = f"group {group_id} is not attached to an IOMMU"
-        # A device bound to an iommufd (either path) keeps its attachment whatever the group
-        # node does: UNSET_CONTAINER with a device fd open only drops the group's reference
-        # on the context (vfio_group_ioctl_unset_container), the domain stays.
-        bound = [d.iommufd_binding for d in group.members.values()
-                 if d.iommufd_binding is not None]
-        hwpts = [b.hwpt for b in bound if b.hwpt is not None]
+        # A device bound to an iommufd (either path; every binding is its Device's
+        # iommufd_binding) keeps its attachment whatever the group node does: UNSET_CONTAINER
+        # with a device fd open only drops the group's reference on the context
+        # (vfio_group_ioctl_unset_container), the domain stays.
+        hwpts = [d.iommufd_binding.hwpt for d in group.members.values()
+                 if d.iommufd_binding is not None and d.iommufd_binding.hwpt is not None]
         if hwpts:
             table = hwpts[0].ioas.table
         elif group.container is not None:
             if group.container.iommu is not None:
                 table = group.container.iommu.table
         elif group.iommufd is not None:
-            ctx = group.iommufd
-            attached = [d.hwpt.ioas for d in ctx.devices
-                        if d.hwpt is not None and d.name in group.devices]
-            ioas = attached[0] if attached else ctx.compat
-            if ioas is not None:
-                table = ioas.table
-        elif any(d.cdev is not None and d.iommufd_binding is not None
-                 for d in group.members.values()):
+            # No device of the group is attached: its compat IOAS, if one exists.
+            if group.iommufd.compat is not None:
+                table = group.iommufd.compat.table
+        if table is not None:
+            return dma.DmaSpace(table, self.owners.key, self.faults)
+        if any(d.cdev is not None and d.iommufd_binding is not None
+               for d in group.members.values()):
             blocked = (f"group {group_id}: its device is bound through its cdev but not "
                        "attached to an IOAS or HWPT (blocking domain)")
-        if table is None:
-            return dma.DmaSpace(self._blocked, self.owners.key, self.faults, blocked=blocked)
-        return dma.DmaSpace(table, self.owners.key, self.faults)
+        else:
+            blocked = f"group {group_id} is not attached to an IOMMU"
+        return dma.DmaSpace(self._blocked, self.owners.key, self.faults, blocked=blocked)
 
     def _dma_space_of(self, bdf: str) -> Callable[[], dma.DmaSpace]:
         return lambda: self.device_dma_space(bdf)
