@@ -419,12 +419,6 @@ class AreaTree(IntervalBlocks["Area"]):
     def __init__(self) -> None:
         super().__init__(_iova_of, _last_of)
 
-    def intersecting(self, start: int, last: int) -> list[Area]:
-        return self.overlapping(start, last)
-
-    def first_intersecting(self, start: int, last: int) -> Area | None:
-        return self.first_overlapping(start, last)
-
 
 def _iova_of(area: Area) -> int:
     return area.iova
@@ -563,7 +557,7 @@ class Ioas:
     # ---------------------------------------------------------------- reservations (S5, S6)
     def reserve(self, start: int, last: int, owner: object) -> None:
         """iopt_reserve_iova: a reservation may not cover a mapped or an allowed IOVA."""
-        if self.areas.first_intersecting(start, last) is not None or any(
+        if self.areas.first_overlapping(start, last) is not None or any(
                 a <= last and start <= b for a, b in self.allowed):
             raise KernelError(errno.EADDRINUSE, f"[{start:#x}, {last:#x}] is mapped or allowed")
         self.reserved.append(Reserved(start, last, owner))
@@ -832,7 +826,7 @@ class Ioas:
             raise KernelError(errno.EOVERFLOW, f"IOVA {iova:#x} + {length:#x} runs past 2^64")
         if self._reserved_intersecting(iova, last):
             raise KernelError(errno.EINVAL, f"[{iova:#x}, {last:#x}] touches a reserved range")
-        existing = self.areas.first_intersecting(iova, last)
+        existing = self.areas.first_overlapping(iova, last)
         if existing is not None:
             raise KernelError(errno.EEXIST, f"[{iova:#x}, {last:#x}] overlaps {existing!r}")
 
@@ -892,7 +886,7 @@ class Ioas:
         """iopt_unmap_iova_range: ascending, each intersecting area must lie wholly inside
         (ENOENT otherwise); areas removed before a failure stay removed. Only the first and the
         last intersecting area can stick out, so the walk is one block delete."""
-        doomed = self.areas.intersecting(start, last)
+        doomed = self.areas.overlapping(start, last)
         if not doomed:
             return 0
         if doomed[0].iova < start:
@@ -924,7 +918,7 @@ class Ioas:
         """iopt_cut_iova: split the area containing each IOVA so that the IOVA becomes an
         area's last byte. Stops at the first failure; earlier cuts persist."""
         for iova in iovas:
-            area = self.areas.first_intersecting(iova, iova)
+            area = self.areas.first_overlapping(iova, iova)
             if area is not None:
                 self._split(area, iova)
 

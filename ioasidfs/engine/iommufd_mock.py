@@ -384,7 +384,7 @@ class MockSelftest:
             if not bitmap[i // 8] >> (i % 8) & 1:
                 continue
             entry = (iova + i * page_size) // page_size * MOCK_IO_PAGE_SIZE
-            if hwpt.ioas.areas.first_intersecting(entry, entry) is not None:
+            if hwpt.ioas.areas.first_overlapping(entry, entry) is not None:
                 hwpt.ioas.table.mark_dirty(entry, MOCK_IO_PAGE_SIZE)
                 marked += 1
         layout.write_fields(data, out_nr_dirty=marked)
@@ -553,7 +553,7 @@ PageIdentity = tuple[object, int]
 def iopte(ioas: Ioas, iova: int, identities: PageIdentities) -> PageIdentity | None:
     """What a domain of ``ioas`` maps IOVA ``iova`` to: the byte the area covering it comes
     from, or None when no area does. Every area of an IOAS is in every one of its domains."""
-    area = ioas.areas.first_intersecting(iova, iova)
+    area = ioas.areas.first_overlapping(iova, iova)
     if area is None:
         return None
     pages = area.pages

@@ -996,7 +996,7 @@ class AreaTreeModel(RuleBasedStateMachine):
 
     @rule(start=st.integers(0, 210), length=st.integers(1, 40))
     def remove_run(self, start: int, length: int) -> None:
-        run = self.tree.intersecting(start, start + length - 1)
+        run = self.tree.overlapping(start, start + length - 1)
         assert run == [a for a in self.model if a.last >= start and a.iova <= start + length - 1]
         if run:
             self.tree.remove_run(run[0], len(run))
@@ -1015,7 +1015,7 @@ class AreaTreeModel(RuleBasedStateMachine):
     @rule(point=st.integers(0, 210))
     def lookups(self, point: int) -> None:
         containing = [a for a in self.model if a.iova <= point <= a.last]
-        assert self.tree.first_intersecting(point, point) == (containing[0] if containing else None)
+        assert self.tree.first_overlapping(point, point) == (containing[0] if containing else None)
         assert list(self.tree.iter_from(point)) == [a for a in self.model if a.last >= point]
 
     @invariant()

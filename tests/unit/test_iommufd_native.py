@@ -185,8 +185,8 @@ def test_copy_shares_the_source_pages_without_a_second_charge() -> None:
     # A domain on the destination loads the shared pages: no new pins, no new charge.
     assert n.hwpt_alloc(dst) > 0
     assert n.env.charged() == charged
-    assert n.ioas(dst).areas.first_intersecting(0x200000, 0x200000).pages is \
-        n.ioas(src).areas.first_intersecting(0x100000, 0x100000).pages
+    assert n.ioas(dst).areas.first_overlapping(0x200000, 0x200000).pages is \
+        n.ioas(src).areas.first_overlapping(0x100000, 0x100000).pages
     # The source goes; the copy still holds the pages (pinned by the destination's domain).
     assert n.unmap(src, 0x100000, 4 * PAGE) == 0
     assert n.env.charged() == 4
@@ -386,7 +386,7 @@ def test_option_rlimit_mode() -> None:
     assert option(n, R, SET, val64=0)[:2] == (-errno.EBUSY, 0)
     # MM mode: the next map is charged to the process, not the user.
     assert n.map(ioas, 0x10000, PAGE) == 0x10000
-    assert n.ioas(ioas).areas.first_intersecting(0x10000, 0x10000).pages.mode.value == "mm"
+    assert n.ioas(ioas).areas.first_overlapping(0x10000, 0x10000).pages.mode.value == "mm"
     n.cap_sys_resource = False
     assert n.destroy(ioas) == 0
     assert option(n, R, SET, val64=0)[:2] == (-errno.EPERM, 0)  # EPERM before EBUSY/EINVAL
@@ -745,7 +745,7 @@ def test_file_references_pins_and_dirty_bits_follow_the_areas(ops: list[tuple[st
     result, raw = n.bitmap(hwpt, 0x100000, 4 * slot_size, page_size=slot_size, nbytes=1)
     assert result == 0
     run = 0
-    while n.ioas(ioases[0]).areas.first_intersecting(0x100000 + run * slot_size,
+    while n.ioas(ioases[0]).areas.first_overlapping(0x100000 + run * slot_size,
                                                      0x100000 + run * slot_size) and run < 4:
         run += 1
     assert set(bits(raw)) == {s for s in written if s < run}
@@ -856,7 +856,7 @@ def change_process(n: Native, proc: Process | None = None, size: int = 8, reserv
 
 
 def file_pages(n: Native, ioas: int, iova: int) -> Pages:
-    area = n.ioas(ioas).areas.first_intersecting(iova, iova)
+    area = n.ioas(ioas).areas.first_overlapping(iova, iova)
     assert area is not None
     return area.pages
 
