@@ -259,6 +259,7 @@ _PM_PRESENT = 1 << 63
 _PM_SWAPPED = 1 << 62
 _PM_FILE = 1 << 61
 _PM_EXCLUSIVE = 1 << 56
+_PM_PFN = (1 << 55) - 1
 
 
 def _zero_pages(pid: int, start: int, end: int) -> int:
@@ -280,6 +281,37 @@ def _zero_pages(pid: int, start: int, end: int) -> int:
         else:
             zero += not entry & _PM_SWAPPED
     return zero
+
+
+def contiguous_blocks(pid: int, first: int, count: int, size: int) -> list[int]:
+    """The addresses of the ``count`` blocks of ``size`` bytes from ``first`` whose pages are
+    present, physically contiguous and start at a size-aligned frame, read from
+    /proc/PID/pagemap: what the kernel's IOMMU code maps with one large IOPTE (a hugetlb or THP
+    page, in practice). Frame numbers need CAP_SYS_ADMIN; without them (all read as 0), or
+    when the process has gone, no block qualifies."""
+    frames = size // PAGE_SIZE
+    found: list[int] = []
+    try:
+        with open(f"/proc/{pid}/pagemap", "rb") as f:
+            for addr in range(first, first + count * size, size):
+                f.seek(addr // PAGE_SIZE * 8)
+                raw_head = f.read(8)
+                if len(raw_head) != 8:
+                    continue
+                (head,) = struct.unpack("<Q", raw_head)
+                pfn = head & _PM_PFN
+                # Most blocks fail here, on their first frame, without reading the rest.
+                if not head & _PM_PRESENT or not pfn or pfn % frames:
+                    continue
+                f.seek(addr // PAGE_SIZE * 8)
+                entries = f.read(frames * 8)
+                if len(entries) == frames * 8 and all(
+                        entry & _PM_PRESENT and entry & _PM_PFN == pfn + i
+                        for i, (entry,) in enumerate(struct.iter_unpack("<Q", entries))):
+                    found.append(addr)
+    except OSError:
+        return []
+    return found
 
 
 def user_range_ok(pid: int, vaddr: int, size: int, write: bool) -> PinScan:

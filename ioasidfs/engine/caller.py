@@ -242,6 +242,12 @@ class Caller:
     # its addresses reach there (see :data:`SharedMapping`); the selftest mock's page checks.
     shared_mappings: Callable[[int, int], list[SharedMapping]] = field(
         default=lambda start, end: [])
+    # contiguous_blocks(first, count, size): of the ``count`` blocks of ``size`` bytes (a power
+    # of two) starting at ``first``, the addresses of those backed by physically contiguous
+    # memory that starts at a size-aligned physical address -- what an IOMMU can map with one
+    # large IOPTE (hugetlb and THP pages, in practice). Default: none, every IOPTE is small.
+    contiguous_blocks: Callable[[int, int, int], list[int]] = field(
+        default=lambda first, count, size: [])
 
     def process(self) -> int:
         """The caller's thread group (process) id: what the kernel calls current->mm's owner."""
@@ -297,6 +303,9 @@ class FakeRegion:
     data: bytearray
     prot: str = "rw"
     kind: MemoryKind = "ram"
+    # The size of the region's pages: above PAGE_SIZE a hugetlb mapping, each page physically
+    # contiguous and aligned to its size (the region's base address is taken to be aligned).
+    page_size: int = PAGE_SIZE
 
 
 class FakeMemory:
@@ -310,9 +319,9 @@ class FakeMemory:
         self.regions: dict[int, FakeRegion] = {}
 
     def map(self, addr: int, size_or_data: int | bytes, *, prot: str = "rw",
-            kind: MemoryKind = "ram") -> int:
+            kind: MemoryKind = "ram", page_size: int = PAGE_SIZE) -> int:
         data = bytearray(size_or_data) if isinstance(size_or_data, int) else bytearray(size_or_data)
-        self.regions[addr] = FakeRegion(data, prot, kind)
+        self.regions[addr] = FakeRegion(data, prot, kind, page_size)
         return addr
 
     def unmap(self, addr: int) -> None:
@@ -341,6 +350,17 @@ class FakeMemory:
             return
         region, off = self._find(addr, len(data), "w")
         region[off:off + len(data)] = data
+
+    def contiguous_blocks(self, first: int, count: int, size: int) -> list[int]:
+        """:attr:`Caller.contiguous_blocks` of this address space: a block is contiguous when
+        it is size-aligned and lies in one region whose pages are at least that large."""
+        found = []
+        for addr in range(first, first + count * size, size):
+            region = self._region_at(addr)
+            if (region is not None and addr % size == 0 and region[1].page_size >= size
+                    and addr + size <= region[0] + len(region[1].data)):
+                found.append(addr)
+        return found
 
     def scan_pin(self, vaddr: int, size: int, write: bool) -> PinScan:
         """Pinning's page walk over this address space (see :class:`MemoryKind`)."""

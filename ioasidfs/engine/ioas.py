@@ -367,9 +367,11 @@ class FilePages(Pages):
 
 class Area:
     """``struct iopt_area``: IOVA ``[iova, last]`` backed by ``pages`` from ``start_byte``.
-    ``pinned`` is true while the area is loaded into the IOAS's domains."""
+    ``pinned`` is true while the area is loaded into the IOAS's domains; ``contiguous`` then
+    caches, per large page size, which of its blocks the pinned pages back contiguously (see
+    :meth:`Ioas.large_ioptes`)."""
 
-    __slots__ = ("iova", "last", "pages", "start_byte", "prot", "pinned")
+    __slots__ = ("iova", "last", "pages", "start_byte", "prot", "pinned", "contiguous")
 
     def __init__(self, iova: int, last: int, pages: Pages, start_byte: int, prot: int) -> None:
         self.iova = iova
@@ -378,6 +380,7 @@ class Area:
         self.start_byte = start_byte
         self.prot = prot
         self.pinned = False
+        self.contiguous: dict[int, list[int]] = {}
 
     @property
     def length(self) -> int:
@@ -674,6 +677,7 @@ class Ioas:
         if area.pinned:
             area.pages.unpin(area.index, area.last_index, self.accounting)
             area.pinned = False
+            area.contiguous = {}   # a later pin may get other physical pages
 
     def enforces_cache_coherency(self) -> bool:
         """Every paging domain enforces coherency (vacuously true without any)."""
@@ -953,7 +957,7 @@ class Ioas:
         all recorded state before enabling)."""
         if self.table.dirty_tracking:
             for area in self.areas:
-                self._read_dirty_pages(area.iova, area.last, clear=True)
+                self._read_dirty_ioptes(area.iova, area.last, clear=True, granule=PAGE_SIZE)
         else:
             self.table.start_dirty_tracking()
 
@@ -961,40 +965,97 @@ class Ioas:
         self.table.stop_dirty_tracking()
 
     def read_dirty(self, iova: int, last: int, *, clear: bool,
-                   granule: int = PAGE_SIZE) -> list[int]:
-        """The dirty ``granule``-sized IOPTEs of the areas covering [iova, last] without a gap from
-        ``iova`` (__iommu_read_and_clear_dirty walks contiguous areas and stops at the first
-        hole), ascending IOVAs; their dirty state is cleared unless ``clear`` is false
-        (IOMMU_DIRTY_NO_CLEAR). Nothing when tracking is off (the driver refuses the walk and
-        the refusal is ignored)."""
+                   domain: Domain | None = None) -> list[tuple[int, int]]:
+        """The dirty IOPTEs of ``domain`` (without one: PAGE_SIZE units) in the areas covering
+        [iova, last] without a gap from ``iova`` (__iommu_read_and_clear_dirty walks contiguous
+        areas and stops at the first hole), as (IOVA, size), ascending; their dirty state is
+        cleared unless ``clear`` is false (IOMMU_DIRTY_NO_CLEAR). An IOPTE is whole: one written
+        byte dirties all of a large one, and reading clears all of it. Nothing when tracking
+        is off (the driver refuses the walk and the refusal is ignored)."""
         if not self.table.dirty_tracking:
             return []
-        dirty: list[int] = []
+        dirty: list[tuple[int, int]] = []
         cursor = iova
         for area in self.areas.iter_from(iova):
             if area.iova > cursor:
                 break
             end = min(last, area.last)
-            dirty.extend(self._read_dirty_pages(cursor, end, clear=clear, granule=granule))
+            if domain is None:
+                dirty.extend(self._read_dirty_ioptes(cursor, end, clear=clear, granule=PAGE_SIZE))
+            else:
+                dirty.extend(self._read_dirty_ioptes(cursor, end, clear=clear,
+                                                     granule=domain.min_page_size,
+                                                     large=self.large_ioptes(area, domain)))
             if end >= last:
                 break
             cursor = end + 1
         return dirty
 
-    def _read_dirty_pages(self, start: int, last: int, *, clear: bool,
-                          granule: int = PAGE_SIZE) -> list[int]:
-        """The dirty granules (IOVAs, ascending) of one mapped run [start, last], widened to
-        whole granules (``granule``: a power of two, at least DIRTY_GRANULE)."""
-        first = start - start % granule
+    def _read_dirty_ioptes(self, start: int, last: int, *, clear: bool, granule: int,
+                           large: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+        """The dirty IOPTEs (IOVA, size; ascending) over one mapped run [start, last]: the
+        ``large`` ones (ascending, disjoint) where they are, ``granule``-sized ones between,
+        each widened to the whole IOPTE."""
+        pieces: list[tuple[int, int, int]] = []   # [lo, hi) read in IOPTEs of a size
+        cursor = start - start % granule
+        for block, size in large:
+            if block + size <= start or block > last:
+                continue
+            if cursor < block:
+                pieces.append((cursor, block, granule))
+            pieces.append((block, block + size, size))
+            cursor = block + size
         end = last - last % granule + granule
-        bits = int.from_bytes(self.table.read_dirty(first, end - first, clear=clear), "little")
-        units = granule // DIRTY_GRANULE
-        pages: list[int] = []
-        while bits:
-            unit = (bits & -bits).bit_length() - 1
-            pages.append(first + unit // units * granule)
-            bits &= ~(((1 << units) - 1) << (unit - unit % units))   # the rest of that granule
-        return pages
+        if cursor < end:
+            pieces.append((cursor, end, granule))
+        dirty: list[tuple[int, int]] = []
+        for lo, hi, size in pieces:
+            bits = int.from_bytes(self.table.read_dirty(lo, hi - lo, clear=clear), "little")
+            units = size // DIRTY_GRANULE
+            while bits:
+                unit = (bits & -bits).bit_length() - 1
+                dirty.append((lo + unit // units * size, size))
+                bits &= ~(((1 << units) - 1) << (unit - unit % units))   # the rest of that IOPTE
+        return dirty
+
+    def large_ioptes(self, area: Area, domain: Domain) -> list[tuple[int, int]]:
+        """The IOPTEs larger than its smallest page that ``domain`` holds for ``area``, as
+        (IOVA, size), ascending. iommu_map picks, at each IOVA, the largest of the domain's
+        page sizes to which the IOVA and the physical address are both aligned and that the
+        physically contiguous run still covers (iommu_pgsize); so a large IOPTE needs a block
+        of the area whose pinned pages are contiguous from an aligned frame (hugetlb or THP
+        memory). None with large pages disabled (batch_iommu_map_small), and none for a file's
+        pages (their window is the daemon's, whose frames we do not ask for)."""
+        if self.large_pages_disabled or area.pages.is_file:
+            return []
+        sizes = [1 << bit for bit in range(domain.pgsize_bitmap.bit_length() - 1, -1, -1)
+                 if domain.pgsize_bitmap >> bit & 1 and 1 << bit > domain.min_page_size]
+        chosen: dict[int, set[int]] = {}   # per size, the IOVAs of its IOPTEs
+        for size in sizes:
+            first = area.iova + (-area.iova) % size
+            count = (area.last + 1 - first) // size
+            if count <= 0:
+                continue
+            if size not in area.contiguous:
+                area.contiguous[size] = self._contiguous_blocks(area, first, count, size)
+            blocks = chosen.setdefault(size, set())
+            for vaddr in area.contiguous[size]:
+                block = area.iova + (vaddr - area.vaddr)
+                # Inside a larger IOPTE already (sizes are powers of two, blocks aligned)?
+                if not any(block - block % larger in chosen[larger] for larger in chosen
+                           if larger > size):
+                    blocks.add(block)
+        return sorted((block, size) for size, blocks in chosen.items() for block in blocks)
+
+    @staticmethod
+    def _contiguous_blocks(area: Area, first: int, count: int, size: int) -> list[int]:
+        """The user addresses of the ``count`` size-blocks from IOVA ``first`` that the mapping
+        process backs contiguously (none once it has gone: its pages were pinned, but which
+        frames they were is no longer ours to ask)."""
+        try:
+            return area.pages.source.contiguous_blocks(area.vaddr + (first - area.iova), count, size)
+        except KernelError:
+            return []
 
     # ---------------------------------------------------------------- lifetime
     def destroy(self) -> None:

@@ -1446,13 +1446,13 @@ class IommufdContext:
         if not hwpt.dirty_enabled:
             return 0  # intel_iommu_read_and_clear_dirty: EINVAL inside the walk, ignored
         clear = not flags & I.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
-        granule = hwpt.domain.min_page_size   # the domain's IOPTEs: what its dirty bits cover
-        dirty = hwpt.ioas.read_dirty(iova, last, clear=False, granule=granule)
+        # The domain's IOPTEs, each whole: what its dirty bits cover.
+        dirty = hwpt.ioas.read_dirty(iova, last, clear=False, domain=hwpt.domain)
         if not dirty:
             return 0
         shift = (page_size & -page_size).bit_length() - 1
-        bits = [(max(page, iova) - iova) >> shift for page in dirty]
-        ends = [(min(page + granule - 1, last) - iova) >> shift for page in dirty]
+        bits = [(max(page, iova) - iova) >> shift for page, _ in dirty]
+        ends = [(min(page + size - 1, last) - iova) >> shift for page, size in dirty]
         first_byte, last_byte = bits[0] // 8, ends[-1] // 8
         uptr = int_field(fields, "data")
         try:
@@ -1463,7 +1463,7 @@ class IommufdContext:
             for bit in range(lo, hi + 1):
                 bitmap[bit // 8 - first_byte] |= 1 << (bit % 8)
         if clear:
-            hwpt.ioas.read_dirty(iova, last, clear=True, granule=granule)
+            hwpt.ioas.read_dirty(iova, last, clear=True, domain=hwpt.domain)
         try:
             caller.memory.write(uptr + first_byte, bytes(bitmap))
         except KernelError:

@@ -20,7 +20,8 @@ from support import ROOT, ioasidfs_mounts, require_root
 KSRC = Path(os.environ.get("IOASIDFS_KSRC", "/var/tmp/ksrc-upstream"))
 
 SUBSET = ["-f", "iommufd", "-f", "vfio_compat_mock_domain", "-f", "iommufd_viommu",
-          "-v", "mock_domain", "-v", "one_domain", "-v", "domain_dirty16k"]
+          "-v", "mock_domain", "-v", "one_domain", "-v", "domain_dirty16k",
+          "-v", "one_domain_hugepage", "-v", "domain_dirty64M_huge"]
 """Fixtures and variants quick enough for the suite (the harness includes a test when any of
 its fixture, variant or name is listed)."""
 
@@ -49,6 +50,12 @@ MUST_PASS = {
     "iommufd_dirty_tracking.domain_dirty16k.enforce_dirty",
     "iommufd_dirty_tracking.domain_dirty16k.set_dirty_tracking",
     "iommufd_dirty_tracking.domain_dirty16k.device_dirty_capability",
+    # MAP_HUGETLB memory (the script reserves huge pages for the run): 1 MiB mock IOPTEs,
+    # each dirty as a whole
+    "iommufd_mock_domain.one_domain_hugepage.basic",
+    "iommufd_mock_domain.one_domain_hugepage.all_aligns",
+    "iommufd_dirty_tracking.domain_dirty64M_huge.get_dirty_bitmap",
+    "iommufd_dirty_tracking.domain_dirty64M_huge.get_dirty_bitmap_no_clear",
 }
 
 
@@ -56,6 +63,8 @@ def test_the_kernel_selftest_subset_passes() -> None:
     require_root()
     if not (KSRC / "tools/testing/selftests/iommu/iommufd.c").is_file():
         pytest.skip(f"no kernel selftest source in {KSRC} (set IOASIDFS_KSRC)")
+    with open("/proc/sys/vm/nr_hugepages") as f:
+        hugepages_before = int(f.read())
     result = subprocess.run([str(ROOT / "scripts" / "kernel_selftest"), str(KSRC), "--", *SUBSET],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -65,3 +74,5 @@ def test_the_kernel_selftest_subset_passes() -> None:
     assert MUST_PASS <= passed, sorted(MUST_PASS - passed)
     assert re.search(r"^summary: selftest_pass=\d+ fail=\d+ skip=\d+ total=\d+$", result.stdout, re.M)
     assert not ioasidfs_mounts()
+    with open("/proc/sys/vm/nr_hugepages") as f:
+        assert int(f.read()) == hugepages_before, "the huge page reservation was not given back"

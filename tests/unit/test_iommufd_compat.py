@@ -63,7 +63,8 @@ class Process:
         self.caller = Caller(pid=pid, memory=self.memory, resolve_fd=env.resolve,
                              can_lock_memory=lambda: self.cap, memlock_limit=lambda: self.memlock,
                              check_user_range=self._scan, locked_pages=lambda: self.vmlck,
-                             start_time=lambda: 1000 + pid, uid=lambda: self.uid)
+                             start_time=lambda: 1000 + pid, uid=lambda: self.uid,
+                             contiguous_blocks=self.memory.contiguous_blocks)
 
     def _scan(self, vaddr: int, size: int, write: bool) -> PinScan:
         if not self.alive:

@@ -11,6 +11,8 @@ import errno
 import struct
 from typing import Any
 
+import pytest
+
 from ioasidfs.config import load_config
 from ioasidfs.engine import Engine, FileKind
 from ioasidfs.engine.iommufd import IommufdFile
@@ -402,6 +404,40 @@ def test_dirty_tracking_domains_of_the_mock_iommu() -> None:
     assert bitmap(MOCK_IO_PAGE_SIZE // 2) == 0b00110011   # an IOPTE covers two 1 KiB bits
     assert bitmap(MOCK_IO_PAGE_SIZE, flags=0) == 0b0101   # read and cleared
     assert bitmap(MOCK_IO_PAGE_SIZE) == 0
+
+
+@pytest.mark.parametrize("device_flags, hugetlb, dirty_bits", [
+    (I.MOCK_FLAGS_DEVICE_HUGE_IOVA, True, list(range(512))),   # one 1 MiB IOPTE: 512 2 KiB bits
+    (I.MOCK_FLAGS_DEVICE_HUGE_IOVA, False, [0]),   # 4 KiB pages: no contiguous 1 MiB run
+    (0, True, [0]),                                # a domain without the 1 MiB page size
+])
+def test_huge_iova_mock_domains_track_dirty_per_large_iopte(device_flags: int, hugetlb: bool,
+                                                            dirty_bits: list[int]) -> None:
+    """MOCK_FLAGS_DEVICE_HUGE_IOVA adds MOCK_HUGE_PAGE_SIZE to the domain's page sizes: over
+    hugetlb memory the core maps 1 MiB IOPTEs, and marking one 2 KiB entry dirty (TEST_OP_DIRTY
+    addresses the IOPTE holding it) dirties the whole IOPTE."""
+    m = Mock()
+    huge_va, mib = 0x80000000, 1 << 20
+    m.proc.memory.map(huge_va, 2 * mib, page_size=2 * mib if hugetlb else PAGE)
+    ioas = m.ioas()
+    idev = m.mock_domain(m.ioas(), device_flags)[1]["out_idev_id"]
+    result, hwpt = m.native(I.IOMMU_HWPT_ALLOC, I.HWPT_ALLOC, flags=I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+                            dev_id=idev, pt_id=ioas)
+    assert result == 0
+    hwpt_id = int(hwpt["out_hwpt_id"])
+    assert m.map(ioas, START, 2 * mib, huge_va) == 0
+    assert m.native(I.IOMMU_HWPT_SET_DIRTY_TRACKING, I.HWPT_SET_DIRTY_TRACKING, hwpt_id=hwpt_id,
+                    flags=I.IOMMU_HWPT_DIRTY_TRACKING_ENABLE)[0] == 0
+    m.proc.memory.write(ARRAY, bytes([1]))
+    result, after = m.test(I.IOMMU_TEST_OP_DIRTY, id=hwpt_id, iova=START, length=8 * MOCK_IO_PAGE_SIZE,
+                           page_size=MOCK_IO_PAGE_SIZE, uptr=ARRAY)
+    assert result == 0 and after["out_nr_dirty"] == 1
+    out = ARRAY + 0x100
+    m.proc.memory.write(out, bytes(128))
+    assert m.native(I.IOMMU_HWPT_GET_DIRTY_BITMAP, I.HWPT_GET_DIRTY_BITMAP, hwpt_id=hwpt_id,
+                    iova=START, length=2 * mib, page_size=MOCK_IO_PAGE_SIZE, data=out)[0] == 0
+    value = int.from_bytes(m.proc.memory.read(out, 128), "little")
+    assert [bit for bit in range(1024) if value >> bit & 1] == dirty_bits
 
 
 def test_pasid_ops_with_nothing_attached_at_the_pasid() -> None:

@@ -666,6 +666,60 @@ def test_enabling_clears_earlier_writes_and_disabled_reads_nothing() -> None:
     assert result == 0 and raw[:1] == b"\x10"      # the bitmap is left alone
 
 
+HUGE_VA = 0x80000000   # a fake hugetlb mapping: 2 MiB pages, physically contiguous each
+MIB = 1 << 20
+
+
+def huge_env(iova: int, *, large_pages: bool = True) -> tuple[Native, int, int]:
+    """dirty_env's HWPT over 4 MiB of hugetlb memory (two 2 MiB pages) mapped at ``iova``."""
+    n = Native(dirty=True)
+    n.mem.map(HUGE_VA, 4 * MIB, page_size=2 * MIB)
+    ioas = n.ioas_alloc()
+    if not large_pages:
+        assert option(n, I.IOMMU_OPTION_HUGE_PAGES, I.IOMMU_OPTION_OP_SET, ioas, 0)[0] == 0
+    hwpt = n.hwpt_alloc(ioas, DIRTY)
+    assert hwpt > 0
+    assert n.map(ioas, iova, 4 * MIB, HUGE_VA) == iova
+    assert n.set_dirty(hwpt) == 0
+    return n, ioas, hwpt
+
+
+def test_a_large_iopte_is_dirty_as_a_whole() -> None:
+    """2 MiB-aligned IOVAs over 2 MiB pages: VT-d maps them with 2 MiB IOPTEs (iommu_pgsize),
+    so one written byte dirties 512 bits of 4 KiB, and reading clears the whole IOPTE."""
+    n, ioas, hwpt = huge_env(0x40000000)
+    n.ioas(ioas).table.mark_dirty(0x40000000 + 2 * MIB + 0x1234, 1)   # in the second page
+    result, raw = n.bitmap(hwpt, 0x40000000, 4 * MIB, nbytes=128, fill=bytes(128))
+    assert result == 0 and bits(raw) == list(range(512, 1024))
+    assert bits(n.bitmap(hwpt, 0x40000000, 4 * MIB, nbytes=128, fill=bytes(128))[1]) == []
+    # A bitmap over part of the IOPTE gets the part it covers; the read still clears it all.
+    n.ioas(ioas).table.mark_dirty(0x40000000 + 5, 1)
+    assert bits(n.bitmap(hwpt, 0x40000000 + MIB, MIB, nbytes=32, fill=bytes(128))[1]) == list(range(256))
+    assert bits(n.bitmap(hwpt, 0x40000000, 4 * MIB, nbytes=128, fill=bytes(128))[1]) == []
+
+
+@pytest.mark.parametrize("iova, large_pages", [
+    (0x40000000 + PAGE, True),   # IOVA and physical address disagree mod 2 MiB: 4 KiB IOPTEs
+    (0x40000000, False),         # OPTION HUGE_PAGES=0: batch_iommu_map_small, 4 KiB IOPTEs
+])
+def test_small_ioptes_over_hugetlb_memory(iova: int, large_pages: bool) -> None:
+    n, ioas, hwpt = huge_env(iova, large_pages=large_pages)
+    n.ioas(ioas).table.mark_dirty(iova + 2 * MIB + 3 * PAGE, 1)
+    assert bits(n.bitmap(hwpt, iova, 4 * MIB, nbytes=128, fill=bytes(128))[1]) == [512 + 3]
+
+
+def test_large_ioptes_need_contiguous_memory() -> None:
+    """Ordinary 4 KiB memory gives 4 KiB IOPTEs whatever the IOVA alignment."""
+    n = Native(dirty=True)
+    n.mem.map(HUGE_VA, 4 * MIB)
+    ioas = n.ioas_alloc()
+    hwpt = n.hwpt_alloc(ioas, DIRTY)
+    assert n.map(ioas, 0x40000000, 4 * MIB, HUGE_VA) == 0x40000000
+    assert n.set_dirty(hwpt) == 0
+    n.ioas(ioas).table.mark_dirty(0x40000000 + 7 * PAGE, 1)
+    assert bits(n.bitmap(hwpt, 0x40000000, 4 * MIB, nbytes=128, fill=bytes(128))[1]) == [7]
+
+
 def test_dirty_ioctl_object_and_flag_checks() -> None:
     n, ioas, hwpt = dirty_env()
     plain = n.hwpt_alloc(ioas)
