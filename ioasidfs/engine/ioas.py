@@ -371,7 +371,8 @@ class Area:
     caches, per large page size, which of its blocks the pinned pages back contiguously (see
     :meth:`Ioas.large_ioptes`)."""
 
-    __slots__ = ("iova", "last", "pages", "start_byte", "prot", "pinned", "contiguous")
+    __slots__ = ("iova", "last", "pages", "start_byte", "prot", "pinned", "contiguous",
+                 "small_ioptes")
 
     def __init__(self, iova: int, last: int, pages: Pages, start_byte: int, prot: int) -> None:
         self.iova = iova
@@ -381,6 +382,7 @@ class Area:
         self.prot = prot
         self.pinned = False
         self.contiguous: dict[int, list[int]] = {}
+        self.small_ioptes: set[Domain] = set()   # domains that loaded it with large pages off
 
     @property
     def length(self) -> int:
@@ -666,18 +668,24 @@ class Ioas:
         area.pages.pin(area.index, area.last_index, self.accounting, lambda: self._load(area, domains))
         area.pinned = True
 
-    @staticmethod
-    def _load(area: Area, domains: list[Domain]) -> None:
-        """batch_to_domain -> iommu_map: what a domain's page table refuses."""
+    def _load(self, area: Area, domains: list[Domain]) -> None:
+        """batch_to_domain -> iommu_map: what a domain's page table refuses. With large pages
+        disabled at this moment the domains get small IOPTEs only (batch_iommu_map_small), and
+        keep them if large pages are enabled later."""
         if not area.prot & (IOMMU_READ | IOMMU_WRITE) and any(d.requires_access for d in domains):
             raise KernelError(errno.EINVAL, f"{area!r}: the IOMMU cannot map a page with neither "
                                             "read nor write permission")
+        if self.large_pages_disabled:
+            area.small_ioptes.update(domains)
+        else:
+            area.small_ioptes.difference_update(domains)
 
     def _unpin(self, area: Area) -> None:
         if area.pinned:
             area.pages.unpin(area.index, area.last_index, self.accounting)
             area.pinned = False
             area.contiguous = {}   # a later pin may get other physical pages
+            area.small_ioptes.clear()
 
     def enforces_cache_coherency(self) -> bool:
         """Every paging domain enforces coherency (vacuously true without any)."""
@@ -942,6 +950,7 @@ class Ioas:
             area.pages.repin((area.index, area.last_index),
                              [(lhs.index, lhs.last_index), (rhs.index, rhs.last_index)])
             lhs.pinned = rhs.pinned = True
+            lhs.small_ioptes, rhs.small_ioptes = set(area.small_ioptes), set(area.small_ioptes)
         self.areas.replace(area, [lhs, rhs])
         area.pages.users += 1
 
@@ -1024,9 +1033,10 @@ class Ioas:
         page sizes to which the IOVA and the physical address are both aligned and that the
         physically contiguous run still covers (iommu_pgsize); so a large IOPTE needs a block
         of the area whose pinned pages are contiguous from an aligned frame (hugetlb or THP
-        memory). None with large pages disabled (batch_iommu_map_small), and none for a file's
-        pages (their window is the daemon's, whose frames we do not ask for)."""
-        if self.large_pages_disabled or area.pages.is_file:
+        memory). None in a domain that loaded the area while large pages were disabled
+        (batch_iommu_map_small), and none for a file's pages (their window is the daemon's,
+        whose frames we do not ask for)."""
+        if domain in area.small_ioptes or area.pages.is_file:
             return []
         sizes = [1 << bit for bit in range(domain.pgsize_bitmap.bit_length() - 1, -1, -1)
                  if domain.pgsize_bitmap >> bit & 1 and 1 << bit > domain.min_page_size]

@@ -708,6 +708,20 @@ def test_small_ioptes_over_hugetlb_memory(iova: int, large_pages: bool) -> None:
     assert bits(n.bitmap(hwpt, iova, 4 * MIB, nbytes=128, fill=bytes(128))[1]) == [512 + 3]
 
 
+def test_ioptes_keep_the_size_they_were_mapped_with() -> None:
+    """Enabling large pages again (iopt_enable_large_pages) remaps nothing: the HWPT that
+    loaded the area with large pages off keeps 4 KiB IOPTEs, a HWPT allocated afterwards gets
+    2 MiB ones over the same area."""
+    n, ioas, small = huge_env(0x40000000, large_pages=False)
+    assert option(n, I.IOMMU_OPTION_HUGE_PAGES, I.IOMMU_OPTION_OP_SET, ioas, 1)[0] == 0
+    large = n.hwpt_alloc(ioas, DIRTY)
+    assert large > 0 and n.set_dirty(large) == 0
+    n.ioas(ioas).table.mark_dirty(0x40000000 + 3 * PAGE, 1)
+    assert bits(n.bitmap(small, 0x40000000, 4 * MIB, nbytes=128, fill=bytes(128),
+                         flags=I.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR)[1]) == [3]
+    assert bits(n.bitmap(large, 0x40000000, 4 * MIB, nbytes=128, fill=bytes(128))[1]) == list(range(512))
+
+
 def test_large_ioptes_need_contiguous_memory() -> None:
     """Ordinary 4 KiB memory gives 4 KiB IOPTEs whatever the IOVA alignment."""
     n = Native(dirty=True)
