@@ -264,7 +264,8 @@ class DevFs:
         FUSE's RELEASE is asynchronous; over FUSE alone it still comes first, queued on the
         one connection ahead of the program's next request. Beside CUSE the next request
         comes on another connection and may overtake it, so we look at FLUSH instead."""
-        return (node.kind in (FileKind.DEVICE, FileKind.ACCESS, FileKind.FAULT_QUEUE)
+        return (node.kind in (FileKind.DEVICE, FileKind.ACCESS, FileKind.FAULT_QUEUE,
+                              FileKind.VEVENTQ)
                 and bool(self._cuse_inodes))
 
     def _open(self, fh: int) -> _Open:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from .config import Config
-from .engine.files import ACCESS_NODE_KEY, FAULT_QUEUE_NODE_KEY, FileKind
+from .engine.files import ACCESS_NODE_KEY, FAULT_QUEUE_NODE_KEY, VEVENTQ_NODE_KEY, FileKind
 from .sysfs import build_sysfs
 
 
@@ -92,6 +92,8 @@ class DevTree:
         # ...and the fault queues' fds (IOMMU_FAULT_QUEUE_ALLOC).
         self._add(FAULT_QUEUE_NODE_KEY, FileKind.FAULT_QUEUE, 0o600, self.device_fds,
                   key=FAULT_QUEUE_NODE_KEY)
+        # ...and the vIOMMU event queues' fds (IOMMU_VEVENTQ_ALLOC).
+        self._add(VEVENTQ_NODE_KEY, FileKind.VEVENTQ, 0o600, self.device_fds, key=VEVENTQ_NODE_KEY)
         self.sysfs = build_sysfs(self, config)
 
     def _add(self, name: str, kind: FileKind | None, mode: int, parent: Node | None, key: object = None) -> Node:

@@ -64,7 +64,7 @@ from .namespace import (bind_into_dev, bind_sysfs, drop_staging, enter_private_n
                         private_staging, replace_dev)
 from .supervisor import supervise
 from .sysfs import BIND_TARGETS, SYSFS_DIR
-from .uapi.iommufd import IOMMU_FAULT_QUEUE_ALLOC, IOMMU_TEST_CMD
+from .uapi.iommufd import IOMMU_FAULT_QUEUE_ALLOC, IOMMU_TEST_CMD, IOMMU_VEVENTQ_ALLOC
 from .uapi.vfio import VFIO_GROUP_GET_DEVICE_FD, VFIO_TYPE
 
 log = logging.getLogger("ioasidfs.run")
@@ -74,11 +74,12 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 SI_KERNEL = 0x80  # si_code of signals the kernel generates, e.g. a terminal's Ctrl-C
 
 TRAPPED_COMMANDS = frozenset(vfs.TRAPPED) | {VFIO_GROUP_GET_DEVICE_FD, IOMMU_TEST_CMD,
-                                             IOMMU_FAULT_QUEUE_ALLOC}
+                                             IOMMU_FAULT_QUEUE_ALLOC, IOMMU_VEVENTQ_ALLOC}
 """What PROGRAM's filter hands to the supervisor: the commands the VFS answers differently for
 a regular file (see ioasidfs.vfs for each one's reason), and the ioctls whose answer may be a
-new fd (IOMMU_TEST_CMD's CREATE_ACCESS, the command being ENOTTY unless configured; and
-IOMMU_FAULT_QUEUE_ALLOC, whose fd goes into ``out_fault_fd``)."""
+new fd (IOMMU_TEST_CMD's CREATE_ACCESS, the command being ENOTTY unless configured;
+IOMMU_FAULT_QUEUE_ALLOC, whose fd goes into ``out_fault_fd``; IOMMU_VEVENTQ_ALLOC, whose fd
+goes into ``out_veventq_fd``)."""
 SECCOMP_FILTER = seccomp.build_filter(TRAPPED_COMMANDS, sized_type=VFIO_TYPE, trap_file_mmap=True)
 """The filter also traps every sized VFIO-type command (``_IOR(';', ...)`` and kin): no kernel
 node defines one, FUSE would copy its argument before asking us (EFAULT on a bad pointer), and

@@ -24,6 +24,7 @@ class FileKind(enum.Enum):
     DEVICE = "device"  # an fd from VFIO_GROUP_GET_DEVICE_FD
     ACCESS = "access"  # an fd from IOMMU_TEST_CMD(CREATE_ACCESS): the selftest's iommufd_access
     FAULT_QUEUE = "fault_queue"  # an fd from IOMMU_FAULT_QUEUE_ALLOC: an iommufd fault object
+    VEVENTQ = "veventq"  # an fd from IOMMU_VEVENTQ_ALLOC: a vIOMMU's event queue
     FAULTS = "faults"  # /faults at the mount's root: the IOMMU fault log (read-only text)
     SYSFS = "sysfs"  # a file of the fake sysfs (attributes, config space)
 
@@ -32,6 +33,8 @@ ACCESS_NODE_KEY = "iommufd_access"
 """The key of the node access files are opened through (``devfds/iommufd_access``)."""
 FAULT_QUEUE_NODE_KEY = "iommufd_fault"
 """The key of the node fault queue files are opened through (``devfds/iommufd_fault``)."""
+VEVENTQ_NODE_KEY = "iommufd_veventq"
+"""The key of the node vEVENTQ files are opened through (``devfds/iommufd_veventq``)."""
 
 
 class OpenFile:

@@ -87,12 +87,16 @@ NATIVE_IOCTLS: dict[int, NativeIoctl] = dict([
           lambda c, caller, d, a: c.hwpt_invalidate(caller, d, a)),
     _slot(I.IOMMU_FAULT_QUEUE_ALLOC, I.FAULT_ALLOC, lambda c, caller, d, a: c.fault_alloc(caller, d, a)),
     _slot(I.IOMMU_IOAS_MAP_FILE, I.IOAS_MAP_FILE, lambda c, caller, d, a: c.ioas_map_file(caller, d, a)),
-    _slot(I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC, lambda c, caller, d, a: c.viommu_alloc(d)),
-    _slot(I.IOMMU_VDEVICE_ALLOC, I.VDEVICE_ALLOC, lambda c, caller, d, a: c.vdevice_alloc(d)),
+    _slot(I.IOMMU_VIOMMU_ALLOC, I.VIOMMU_ALLOC,
+          lambda c, caller, d, a: c.viommu_alloc(caller, d, a)),
+    _slot(I.IOMMU_VDEVICE_ALLOC, I.VDEVICE_ALLOC,
+          lambda c, caller, d, a: c.vdevice_alloc(caller, d, a)),
     _slot(I.IOMMU_IOAS_CHANGE_PROCESS, I.IOAS_CHANGE_PROCESS,
           lambda c, caller, d, a: c.ioas_change_process(caller, d, a)),
-    _slot(I.IOMMU_VEVENTQ_ALLOC, I.VEVENTQ_ALLOC, lambda c, caller, d, a: c.veventq_alloc(d)),
-    _slot(I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC, lambda c, caller, d, a: c.hw_queue_alloc(d)),
+    _slot(I.IOMMU_VEVENTQ_ALLOC, I.VEVENTQ_ALLOC,
+          lambda c, caller, d, a: c.veventq_alloc(caller, d, a)),
+    _slot(I.IOMMU_HW_QUEUE_ALLOC, I.HW_QUEUE_ALLOC,
+          lambda c, caller, d, a: c.hw_queue_alloc(caller, d, a)),
 ])
 _NATIVE_END = max(NATIVE_IOCTLS) + 1
 _TEST_CMD_NR = ioc_nr(I.IOMMU_TEST_CMD)
@@ -156,12 +160,15 @@ class HwptNested(Hwpt):
     """An IOMMUFD_OBJ_HWPT_NESTED (hw_pagetable.c:iommufd_hwpt_nested_alloc): a stage-1
     domain of the device's driver on a NEST_PARENT paging HWPT, which it holds (IOMMU_DESTROY
     of the parent is EBUSY). Devices attach to it like to a paging HWPT; it is never
-    automatic, and it is not a paging HWPT for the ioctls that want one (ENOENT)."""
+    automatic, and it is not a paging HWPT for the ioctls that want one (ENOENT). One made on
+    a vIOMMU (iommufd_viommu_alloc_hwpt_nested) holds the ``viommu`` instead; its ``parent``
+    is the vIOMMU's HWPT."""
 
     def __init__(self, parent: UserHwpt, domain: NestedDomain) -> None:
         super().__init__(parent.ioas)
         self.parent = parent
         self.domain = domain
+        self.viommu: ContextObject | None = None
 
 
 class BoundDevice:
@@ -314,7 +321,9 @@ class IommufdContext:
                     + sum(1 for o in self.objects.values() if isinstance(o, ContextObject) and o.holds(obj)))
         if isinstance(obj, Hwpt):
             return 1 + len(obj.devices) + sum(
-                1 for o in self.objects.values() if isinstance(o, HwptNested) and o.parent is obj
+                1 for o in self.objects.values()
+                if (isinstance(o, HwptNested) and o.parent is obj and o.viommu is None)
+                or (isinstance(o, ContextObject) and o.holds(obj))  # a vIOMMU on its parent
             ) + sum(1 for d in self.devices for h in d.pasids.values() if h is obj)
         if isinstance(obj, BoundDevice):
             # the table, its driver, its attachments (iommufd_device_attach, per PASID too)
@@ -779,6 +788,8 @@ class IommufdContext:
         WARNs about) are detached first."""
         for pasid in list(device.pasids):
             self.detach_pasid(device, pasid)
+        from .iommufd_viommu import remove_vdevice
+        remove_vdevice(self, device)
         self.detach_device(device)
         del self.objects[self.id_of(device)]
         self.devices.remove(device)
@@ -1166,54 +1177,29 @@ class IommufdContext:
         return self.get_object(object_id, BoundDevice, "device")
 
     # ---------------------------------------------------------------- vIOMMU objects
-    # No IOMMU emulated here has vIOMMU ops (QEMU's VT-d in legacy mode has none; the selftest's
-    # mock driver's are not emulated), so no vIOMMU object can exist: these answer the kernel's
-    # checks up to the first that needs one (viommu.c, eventq.c).
+    # The object model and its rules are engine/iommufd_viommu.py's (viommu.c, eventq.c); only
+    # a driver with vIOMMU ops makes one: the selftest's mock IOMMU, never our VT-d.
 
-    def viommu_alloc(self, data: bytearray) -> int:
-        """iommufd_viommu_alloc_ioctl: flags or the DEFAULT type EOPNOTSUPP, the device
-        (ENOENT), then the driver has no viommu ops: EOPNOTSUPP."""
-        fields = I.VIOMMU_ALLOC.unpack(data)
-        if int_field(fields, "flags") or int_field(fields, "type") == I.IOMMU_VIOMMU_TYPE_DEFAULT:
-            raise KernelError(errno.EOPNOTSUPP, "VIOMMU_ALLOC: flags, or the DEFAULT type")
-        device = self.get_device(int_field(fields, "dev_id"))
-        raise KernelError(errno.EOPNOTSUPP, f"VIOMMU_ALLOC: {device.name}'s IOMMU driver has no "
-                                            "vIOMMU support here")
+    def viommu_alloc(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """IOMMU_VIOMMU_ALLOC (``iommufd_viommu.viommu_alloc``)."""
+        from .iommufd_viommu import viommu_alloc
+        return viommu_alloc(self, caller, data, arg)
 
-    def _get_viommu(self, object_id: int) -> None:
-        """iommufd_get_viommu: none exists, so ENOENT."""
-        raise KernelError(errno.ENOENT, f"no vIOMMU {object_id}")
+    def vdevice_alloc(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """IOMMU_VDEVICE_ALLOC (``iommufd_viommu.vdevice_alloc``)."""
+        from .iommufd_viommu import vdevice_alloc
+        return vdevice_alloc(self, caller, data, arg)
 
-    def vdevice_alloc(self, data: bytearray) -> int:
-        """iommufd_vdevice_alloc_ioctl: the vIOMMU is looked up first (ENOENT)."""
-        self._get_viommu(int_field(I.VDEVICE_ALLOC.unpack(data), "viommu_id"))
-        return 0  # not reached
+    def veventq_alloc(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """IOMMU_VEVENTQ_ALLOC (``iommufd_viommu.veventq_alloc``): the answer is a new file,
+        like FAULT_QUEUE_ALLOC's."""
+        from .iommufd_viommu import veventq_alloc
+        return veventq_alloc(self, caller, data, arg)  # type: ignore[return-value]
 
-    def veventq_alloc(self, data: bytearray) -> int:
-        """iommufd_veventq_alloc: flags, __reserved or the DEFAULT type EOPNOTSUPP, depth 0
-        EINVAL, then the vIOMMU (ENOENT)."""
-        fields = I.VEVENTQ_ALLOC.unpack(data)
-        if (int_field(fields, "flags") or int_field(fields, "reserved")
-                or int_field(fields, "type") == I.IOMMU_VEVENTQ_TYPE_DEFAULT):
-            raise KernelError(errno.EOPNOTSUPP, "VEVENTQ_ALLOC: flags, __reserved or DEFAULT type")
-        if not int_field(fields, "veventq_depth"):
-            raise KernelError(errno.EINVAL, "VEVENTQ_ALLOC: depth 0")
-        self._get_viommu(int_field(fields, "viommu_id"))
-        return 0  # not reached
-
-    def hw_queue_alloc(self, data: bytearray) -> int:
-        """iommufd_hw_queue_alloc_ioctl: flags or the DEFAULT type EOPNOTSUPP, length 0 EINVAL,
-        a range past 2^64 EOVERFLOW, then the vIOMMU (ENOENT)."""
-        fields = I.HW_QUEUE_ALLOC.unpack(data)
-        if int_field(fields, "flags") or int_field(fields, "type") == I.IOMMU_HW_QUEUE_TYPE_DEFAULT:
-            raise KernelError(errno.EOPNOTSUPP, "HW_QUEUE_ALLOC: flags, or the DEFAULT type")
-        length = int_field(fields, "length")
-        if not length:
-            raise KernelError(errno.EINVAL, "HW_QUEUE_ALLOC: length 0")
-        if int_field(fields, "nesting_parent_iova") + length - 1 > U64_MAX:
-            raise KernelError(errno.EOVERFLOW, "HW_QUEUE_ALLOC: the queue runs past 2^64")
-        self._get_viommu(int_field(fields, "viommu_id"))
-        return 0  # not reached
+    def hw_queue_alloc(self, caller: Caller, data: bytearray, arg: int) -> int:
+        """IOMMU_HW_QUEUE_ALLOC (``iommufd_viommu.hw_queue_alloc``)."""
+        from .iommufd_viommu import hw_queue_alloc
+        return hw_queue_alloc(self, caller, data, arg)
 
     def get_hwpt_paging(self, object_id: int) -> HwptPaging:
         """iommufd_get_hwpt_paging."""
@@ -1262,9 +1248,10 @@ class IommufdContext:
         and PASID, or no data (EOPNOTSUPP); an automatic or non-NEST_PARENT parent, or one of
         another driver (EINVAL); then the id is taken, the parent held, and the driver's
         domain_alloc_nested answers (the mock's: :class:`~.iommufd_mock.MockIommu`; no VT-d
-        parent can exist here). Any other object, a nested HWPT too: EINVAL. FAULT_ID_VALID
-        needs a FAULT object (ENOENT), which the HWPT then holds. ``out_hwpt_id`` is written
-        back; if that fails the HWPT is destroyed again."""
+        parent can exist here). On a vIOMMU, a nested one of its driver
+        (iommufd_viommu.viommu_alloc_hwpt_nested). Any other object, a nested HWPT too:
+        EINVAL. FAULT_ID_VALID needs a FAULT object (ENOENT), which the HWPT then holds.
+        ``out_hwpt_id`` is written back; if that fails the HWPT is destroyed again."""
         fields = I.HWPT_ALLOC.unpack(data)
         if fields["reserved"]:
             raise KernelError(errno.EOPNOTSUPP, "HWPT_ALLOC: __reserved")
@@ -1283,7 +1270,11 @@ class IommufdContext:
             hwpt = self._hwpt_nested_alloc(caller, pt, device, flags, data_type, data_len,
                                            int_field(fields, "data_uptr"))
         else:
-            raise KernelError(errno.EINVAL, "HWPT_ALLOC: pt_id is neither an IOAS nor a paging HWPT")
+            from .iommufd_viommu import UserData, Viommu, viommu_alloc_hwpt_nested
+            if not isinstance(pt, Viommu):
+                raise KernelError(errno.EINVAL, "HWPT_ALLOC: pt_id is no IOAS, paging HWPT or vIOMMU")
+            hwpt = viommu_alloc_hwpt_nested(self, caller, pt, device, flags, UserData(
+                data_type, int_field(fields, "data_uptr"), data_len))
         hwpt_id = self.id_of(hwpt)
         try:
             if flags & I.IOMMU_HWPT_FAULT_ID_VALID:
@@ -1350,9 +1341,10 @@ class IommufdContext:
     def hwpt_invalidate(self, caller: Caller, data: bytearray, arg: int) -> int:
         """iommufd_hwpt_invalidate: __reserved (EOPNOTSUPP); entries without an array pointer
         or an entry length (EINVAL); the object (ENOENT); a nested HWPT's driver walks the
-        array (cache_invalidate_user; the mock's iotlb), a vIOMMU's (none can exist here), and
-        any other object is EINVAL. Whatever the outcome, ``entry_num`` becomes the number of
-        requests handled and is written back (a failed write-back is EFAULT)."""
+        array (cache_invalidate_user; the mock's iotlb), a vIOMMU's driver too (cache_invalidate;
+        the mock's device caches, iommufd_viommu), and any other object is EINVAL. Whatever
+        the outcome, ``entry_num`` becomes the number of requests handled and is written back
+        (a failed write-back is EFAULT)."""
         fields = I.HWPT_INVALIDATE.unpack(data)
         entry_num, entry_len = int_field(fields, "entry_num"), int_field(fields, "entry_len")
         uptr = int_field(fields, "data_uptr")
@@ -1370,7 +1362,12 @@ class IommufdContext:
                 done, error = obj.domain.cache_invalidate_user(
                     caller, int_field(fields, "data_type"), uptr, entry_len, entry_num)
             else:
-                error = KernelError(errno.EINVAL, "HWPT_INVALIDATE: not a nested HWPT or vIOMMU")
+                from .iommufd_viommu import UserDataArray, Viommu, viommu_cache_invalidate
+                if isinstance(obj, Viommu):
+                    done, error = viommu_cache_invalidate(caller, obj, UserDataArray(
+                        int_field(fields, "data_type"), uptr, entry_len, entry_num))
+                else:
+                    error = KernelError(errno.EINVAL, "HWPT_INVALIDATE: not a nested HWPT or vIOMMU")
         I.HWPT_INVALIDATE.write_fields(data, entry_num=done)
         try:
             _respond(caller, arg, data)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..config import IommuConfig
 from ..errors import IommuFault, KernelError
@@ -39,6 +39,9 @@ from .files import ACCESS_NODE_KEY, FileKind, OpenFile
 from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Domain, FilePages, Ioas, Pages
 from .iommufd import (BoundDevice, ContextObject, Hwpt, HwptNested, HwptPaging, IommufdContext,
                       UserHwpt)
+
+if TYPE_CHECKING:
+    from .iommufd_viommu import HwQueue, UserData, UserDataArray, Viommu
 
 log = logging.getLogger("ioasidfs.engine")
 
@@ -66,6 +69,9 @@ class MockDevice(BoundDevice):
         self.flags = flags
         self.cache = [I.IOMMU_TEST_DEV_CACHE_DEFAULT] * I.MOCK_DEV_CACHE_NUM
         self.pasid_1024_fake_error = False
+        #: ``mdev->viommu`` and ``mdev->vdev_id`` as the last attach left them, with the HWPT
+        #: attached then (a detach, which attaches the blocking domain, clears them).
+        self.viommu_attach: tuple[Hwpt, Viommu | None, int] | None = None
 
     def new_domain(self, iommu: IommuConfig) -> Domain:
         """mock_domain_alloc_paging_flags: the mock geometry whatever the machine's IOMMU is."""
@@ -75,10 +81,24 @@ class MockDevice(BoundDevice):
         return MockIommu(self.flags)
 
     def check_attach(self, hwpt: Hwpt) -> None:
-        """mock_domain_nop_attach: a NO_DIRTY device cannot join a domain with dirty ops."""
+        """mock_domain_nop_attach: a NO_DIRTY device cannot join a domain with dirty ops; a
+        nested domain of a vIOMMU needs the device's vDEVICE there (ENOENT,
+        iommufd_viommu_get_vdev_id), whose virtual id the device then reports events with."""
         if (self.flags & I.MOCK_FLAGS_DEVICE_NO_DIRTY and isinstance(hwpt, UserHwpt)
                 and hwpt.dirty_ops):
             raise KernelError(errno.EINVAL, "a NO_DIRTY mock device on a dirty-tracking domain")
+        viommu = hwpt.domain.viommu if (isinstance(hwpt, HwptNested) and isinstance(
+            hwpt.domain, MockNestedDomain)) else None
+        vdev_id = viommu.get_vdev_id(self) if viommu is not None else 0
+        self.viommu_attach = (hwpt, viommu, vdev_id)
+
+    def vevent_source(self) -> tuple[Viommu, int] | None:
+        """``mdev->viommu`` and ``mdev->vdev_id`` while the device is still on the HWPT they
+        were set for; None if either is unset."""
+        if self.viommu_attach is None or self.viommu_attach[0] is not self.hwpt:
+            return None
+        _, viommu, vdev_id = self.viommu_attach
+        return (viommu, vdev_id) if viommu is not None and vdev_id else None
 
     def set_dev_pasid(self, hwpt: Hwpt | None, pasid: int, old: Hwpt | None) -> None:
         """mock_domain_set_dev_pasid_nop: PASID 1024 fakes a driver failure to test the core's
@@ -107,11 +127,31 @@ class MockIommu:
     user_pasid_table = True  # mock_ops.user_pasid_table: faults at any PASID go to a nested RID domain
 
     def __init__(self, flags: int) -> None:
+        self.flags = flags
         self.dirty_tracking = not flags & I.MOCK_FLAGS_DEVICE_NO_DIRTY
         self.max_pasid_log2 = I.MOCK_PASID_WIDTH if flags & I.MOCK_FLAGS_DEVICE_PASID else 0
 
     def hw_info(self) -> bytes:
         return I.TEST_HW_INFO.pack(flags=0, test_reg=I.IOMMU_HW_INFO_SELFTEST_REGVAL)
+
+    def viommu_supported(self, viommu_type: int) -> bool:
+        """mock_get_viommu_size: IOMMU_VIOMMU_TYPE_SELFTEST only."""
+        return viommu_type == I.IOMMU_VIOMMU_TYPE_SELFTEST
+
+    def viommu_init(self, caller: Caller, viommu: Viommu, data: UserData | None) -> MockViommu:
+        """mock_viommu_init: with driver data, ``struct iommu_viommu_selftest`` exactly (type
+        and length: EINVAL; the copy: EFAULT), whose ``out_data`` is set to ``in_data`` and
+        copied back (EFAULT). The nesting parent is the vIOMMU's HWPT."""
+        if data is not None:
+            from .iommufd_viommu import copy_driver_struct_from_user, copy_driver_struct_to_user
+            layout = I.VIOMMU_SELFTEST
+            fields = copy_driver_struct_from_user(caller, layout, data, I.IOMMU_VIOMMU_TYPE_SELFTEST,
+                                                  "out_data")
+            echoed = layout.pack(in_data=int_field(fields, "in_data"),
+                                 out_data=int_field(fields, "in_data"))
+            copy_driver_struct_to_user(caller, data, echoed, I.IOMMU_VIOMMU_TYPE_SELFTEST,
+                                       layout.field_end("out_data"))
+        return MockViommu(viommu, self)
 
     def domain_alloc_nested(self, caller: Caller, parent: UserHwpt, flags: int, data_type: int,
                             data_len: int, uptr: int) -> MockNestedDomain:
@@ -139,6 +179,8 @@ class MockNestedDomain:
     def __init__(self, parent: UserHwpt, iotlb: int) -> None:
         self.parent = parent
         self.iotlb = [iotlb] * I.MOCK_NESTED_DOMAIN_IOTLB_NUM
+        #: ``mock_nested->mock_viommu``: the vIOMMU that made it (mock_viommu_alloc_domain_nested)
+        self.viommu: Viommu | None = None
 
     def cache_invalidate_user(self, caller: Caller, data_type: int, uptr: int, entry_len: int,
                               entry_num: int) -> tuple[int, KernelError | None]:
@@ -169,6 +211,89 @@ class MockNestedDomain:
             else:
                 self.iotlb[iotlb_id] = 0
         return entry_num, None
+
+
+class MockViommu:
+    """``struct mock_viommu`` and ``mock_viommu_ops``: the mock driver's side of a vIOMMU --
+    nested domains, invalidation of the devices' cache words, and up to
+    IOMMU_TEST_HW_QUEUE_MAX HW queues of IOMMU_HW_QUEUE_TYPE_SELFTEST, each but the first
+    depending on the one before."""
+
+    def __init__(self, viommu: Viommu, iommu: MockIommu) -> None:
+        self.viommu = viommu
+        self.iommu = iommu
+        self.hw_queue: list[HwQueue | None] = [None] * I.IOMMU_TEST_HW_QUEUE_MAX
+
+    def destroy(self) -> None:
+        """mock_viommu_destroy: nothing of ours outlives the vIOMMU."""
+
+    def alloc_domain_nested(self, caller: Caller, flags: int, data: UserData) -> MockNestedDomain:
+        """mock_viommu_alloc_domain_nested: flags other than PASID EOPNOTSUPP, then
+        __mock_domain_alloc_nested's rules (:meth:`MockIommu.domain_alloc_nested`); the domain
+        remembers the vIOMMU."""
+        domain = self.iommu.domain_alloc_nested(caller, self.viommu.hwpt, flags, data.type,
+                                                data.len, data.uptr)
+        domain.viommu = self.viommu
+        return domain
+
+    def cache_invalidate(self, caller: Caller,
+                         array: UserDataArray) -> tuple[int, KernelError | None]:
+        """mock_viommu_cache_invalidate: an empty array of the right type is a 0 probe; else
+        the whole array is copied first (iommu_copy_struct_from_full_user_array: type, empty,
+        EFAULT, E2BIG -- nothing handled), then per request: flags other than FLAG_ALL
+        EOPNOTSUPP, a cache index past 3 EINVAL, a virtual id with no vDEVICE EINVAL; FLAG_ALL
+        zeroes every cache word of the device, else the one named. The count handled before
+        the first error is reported."""
+        from .iommufd_viommu import KMALLOC_MAX_SIZE, copy_driver_array_from_user
+        layout = I.VIOMMU_INVALIDATE_SELFTEST
+        if array.entry_num == 0 and array.type == I.IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST:
+            return 0, None
+        if array.entry_num * layout.size > KMALLOC_MAX_SIZE:
+            return 0, KernelError(errno.ENOMEM, f"{array.entry_num} requests")
+        try:
+            requests = copy_driver_array_from_user(caller, layout, array,
+                                                   I.IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST)
+        except KernelError as error:
+            return 0, error
+        for index, request in enumerate(requests):
+            flags, cache_id = int_field(request, "flags"), int_field(request, "cache_id")
+            if flags & ~I.IOMMU_TEST_INVALIDATE_FLAG_ALL:
+                return index, KernelError(errno.EOPNOTSUPP, f"request {index}: flags {flags:#x}")
+            if cache_id > MOCK_DEV_CACHE_ID_MAX:
+                return index, KernelError(errno.EINVAL, f"request {index}: cache {cache_id}")
+            device = self.viommu.find_dev(int_field(request, "vdev_id"))
+            if not isinstance(device, MockDevice):
+                return index, KernelError(errno.EINVAL, f"request {index}: no such vDEVICE")
+            if flags & I.IOMMU_TEST_INVALIDATE_FLAG_ALL:
+                device.cache = [0] * I.MOCK_DEV_CACHE_NUM
+            else:
+                device.cache[cache_id] = 0
+        return len(requests), None
+
+    def hw_queue_supported(self, queue_type: int) -> bool:
+        """mock_viommu_get_hw_queue_size: IOMMU_HW_QUEUE_TYPE_SELFTEST only."""
+        return queue_type == I.IOMMU_HW_QUEUE_TYPE_SELFTEST
+
+    def hw_queue_init_phys(self, queue: HwQueue, index: int) -> None:
+        """mock_hw_queue_init_phys: an index past the last EINVAL, one in use EEXIST, one whose
+        predecessor is missing EIO; a queue after the first depends on (holds) the one before.
+        (Its check that the core translated the base address right always holds here.)"""
+        if index >= I.IOMMU_TEST_HW_QUEUE_MAX:
+            raise KernelError(errno.EINVAL, f"HW queue index {index}")
+        if self.hw_queue[index] is not None:
+            raise KernelError(errno.EEXIST, f"HW queue {index} exists")
+        prev = self.hw_queue[index - 1] if index else None
+        if index and prev is None:
+            raise KernelError(errno.EIO, f"HW queue {index - 1} does not exist")
+        queue.index = index
+        queue.prev = prev
+        self.hw_queue[index] = queue
+        queue.driver_destroy = self._hw_queue_destroy
+
+    def _hw_queue_destroy(self, queue: HwQueue) -> None:
+        """mock_hw_queue_destroy: out of the array; the dependency on the one before goes."""
+        self.hw_queue[queue.index] = None
+        queue.prev = None
 
 
 def mock_domain(device_flags: int) -> Domain:
@@ -471,10 +596,18 @@ class MockSelftest:
 
     def trigger_vevent(self, ctx: IommufdContext, caller: Caller, layout: Layout,
                        data: bytearray, arg: int) -> int:
-        """iommufd_test_trigger_vevent: the device (ENOENT); with no vIOMMU (none can be
-        allocated here) there is nothing to report: ENOENT."""
-        ctx.get_device(int_field(layout.unpack(data), "dev_id"))
-        raise KernelError(errno.ENOENT, "the mock device is not attached through a vIOMMU")
+        """iommufd_test_trigger_vevent: the device (ENOENT); one not attached to a vIOMMU's
+        nested domain with a virtual id (``mdev->viommu``, ``mdev->vdev_id``) ENOENT; else an
+        IOMMU_VEVENTQ_TYPE_SELFTEST event carrying the virtual id goes to the vIOMMU
+        (iommufd_viommu_report_event: no such vEVENTQ EOPNOTSUPP)."""
+        device = ctx.get_device(int_field(layout.unpack(data), "dev_id"))
+        source = device.vevent_source() if isinstance(device, MockDevice) else None
+        if source is None:
+            raise KernelError(errno.ENOENT, "the mock device is not attached through a vIOMMU")
+        viommu, vdev_id = source
+        viommu.report_event(I.IOMMU_VEVENTQ_TYPE_SELFTEST,
+                            I.VIOMMU_EVENT_SELFTEST.pack(virt_id=vdev_id))
+        return 0
 
 
 def _selftest_object(ctx: IommufdContext, object_id: int) -> SelftestObject:

@@ -208,6 +208,14 @@ IOMMU_VEVENTQ_TYPE_DEFAULT: Final = 0
 IOMMU_VEVENTQ_TYPE_ARM_SMMUV3: Final = 1
 IOMMU_HW_QUEUE_TYPE_DEFAULT: Final = 0
 IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV: Final = 1
+IOMMU_VEVENTQ_FLAG_LOST_EVENTS: Final = 1 << 0  # iommufd_vevent_header.flags
+
+# The mock driver's vIOMMU (iommufd_test.h).
+IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST: Final = 0xDEADBEEF
+IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID: Final = 0xDADBEEF
+IOMMU_VEVENTQ_TYPE_SELFTEST: Final = 0xBEEFBEEF
+IOMMU_HW_QUEUE_TYPE_SELFTEST: Final = 0xDEADBEEF
+IOMMU_TEST_HW_QUEUE_MAX: Final = 2
 
 # ---------------------------------------------------------------------------------------------
 # Struct layouts (spec §1.2).  ``min_through`` = the field named in the kernel's IOCTL_OP().
@@ -446,6 +454,18 @@ VIOMMU_ALLOC: Final = Layout.natural(
 )
 VIOMMU_ALLOC_SIZE_6_13: Final = 24
 """ksize of iommu_viommu_alloc in 6.13 (no driver data)."""
+
+VIOMMU_SELFTEST: Final = Layout.natural(
+    "iommu_viommu_selftest", [("in_data", U32), ("out_data", U32)])
+"""The mock driver's IOMMU_VIOMMU_TYPE_SELFTEST data: out_data echoes in_data (iommufd_test.h)."""
+VIOMMU_INVALIDATE_SELFTEST: Final = Layout.natural(
+    "iommu_viommu_invalidate_selftest", [("flags", U32), ("vdev_id", U32), ("cache_id", U32)])
+"""One IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST request (iommufd_test.h)."""
+VEVENT_HEADER: Final = Layout.natural(
+    "iommufd_vevent_header", [("flags", U32), ("sequence", U32)])
+"""What read() of a vEVENTQ fd returns before each event's data."""
+VIOMMU_EVENT_SELFTEST: Final = Layout.natural("iommu_viommu_event_selftest", [("virt_id", U32)])
+"""The mock's IOMMU_VEVENTQ_TYPE_SELFTEST event (iommufd_test.h)."""
 
 VDEVICE_ALLOC: Final = Layout.natural(
     "iommu_vdevice_alloc",

@@ -48,6 +48,7 @@ class NodeKind(enum.StrEnum):
     IOMMUFD = "iommufd"
     ACCESS = "access"  # an IOMMU_TEST_CMD access fd: answers no ioctl
     FAULT_QUEUE = "fault_queue"  # an IOMMU_FAULT_QUEUE_ALLOC fd: answers no ioctl
+    VEVENTQ = "veventq"  # an IOMMU_VEVENTQ_ALLOC fd: answers no ioctl
     FAULTS = "faults"  # the fault log file: answers no ioctl
     SYSFS = "sysfs"  # a fake sysfs file: answers no ioctl
 

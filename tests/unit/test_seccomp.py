@@ -12,7 +12,7 @@ from ioasidfs import seccomp, vfs
 from ioasidfs.launcher import SECCOMP_FILTER, TRAPPED_COMMANDS
 from ioasidfs.seccomp import (AUDIT_ARCH_X86_64, NR_IOCTL, NR_MMAP, SECCOMP_RET_ALLOW,
                               SECCOMP_RET_USER_NOTIF, Insn, Notification)
-from ioasidfs.uapi.iommufd import IOMMU_FAULT_QUEUE_ALLOC, IOMMU_TEST_CMD
+from ioasidfs.uapi.iommufd import IOMMU_FAULT_QUEUE_ALLOC, IOMMU_TEST_CMD, IOMMU_VEVENTQ_ALLOC
 from ioasidfs.uapi.vfio import VFIO_GROUP_GET_DEVICE_FD
 
 AUDIT_ARCH_I386 = 0x40000003
@@ -141,7 +141,7 @@ def test_program_shape() -> None:
 
 def test_the_launchers_filter_traps_its_commands_and_nothing_else() -> None:
     assert TRAPPED_COMMANDS == set(vfs.TRAPPED) | {VFIO_GROUP_GET_DEVICE_FD, IOMMU_TEST_CMD,
-                                                   IOMMU_FAULT_QUEUE_ALLOC}
+                                                   IOMMU_FAULT_QUEUE_ALLOC, IOMMU_VEVENTQ_ALLOC}
     program = SECCOMP_FILTER
     assert len(seccomp.decode_filter(program)) == 7 + len(TRAPPED_COMMANDS) + 3 + 5
     for cmd in TRAPPED_COMMANDS:
