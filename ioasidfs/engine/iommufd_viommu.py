@@ -33,7 +33,7 @@ from ..uapi.layout import Layout
 from .argsz import copy_out, int_field
 from .caller import PAGE_SIZE, Caller
 from .files import VEVENTQ_NODE_KEY, FileKind, OpenFile
-from .ioas import U64_MAX, UnmapError
+from .ioas import U64_MAX, FilePages, UnmapError
 from .iommufd import (BoundDevice, ContextObject, HwptNested, IommufdContext, NestedDomain,
                       UserHwpt, copy_struct_from_user)
 from .iommufd_mock import Access
@@ -46,6 +46,8 @@ KMALLOC_MAX_SIZE = 1 << 22
 """The largest kmalloc (x86_64, MAX_PAGE_ORDER 10): bigger kzalloc/kcalloc requests fail ENOMEM."""
 KVMALLOC_MAX_SIZE = INT_MAX
 """kvmalloc refuses anything above INT_MAX bytes (ENOMEM)."""
+LARGE_PAGE_SIZES = (1 << 21, 1 << 30)
+"""The x86_64 huge page (THP, hugetlb) sizes whose frames are contiguous by construction."""
 
 
 # ------------------------------------------------------------------------------ driver data
@@ -358,6 +360,30 @@ class HwQueueAccess(Access):
         self.runs = self.pin_pages(iova, length, False)
         self.pinned = (iova, iova + length - 1)
 
+    def physically_contiguous(self) -> bool:
+        """Whether the pinned pages are consecutive frames (iommufd_hw_queue_alloc_phys's
+        page_to_pfn walk). One page always is. More are known to be only when they lie in one
+        run of user memory inside a single huge page (THP or hugetlb) that the mapping process
+        backs with one aligned, contiguous block (``Caller.contiguous_blocks``); a MAP_FILE
+        area's pages, or pages across huge pages, are not known to be, as frame numbers
+        themselves are not ours to read."""
+        if sum(last - first + 1 for _, first, last in self.runs) <= 1:
+            return True
+        if len(self.runs) != 1:
+            return False
+        pages, first, last = self.runs[0]
+        if isinstance(pages, FilePages):
+            return False
+        start, end = pages.uptr + first * PAGE_SIZE, pages.uptr + last * PAGE_SIZE
+        for size in LARGE_PAGE_SIZES:
+            block = start - start % size
+            if end - end % size == block:
+                try:
+                    return block in pages.source.contiguous_blocks(block, 1, size)
+                except KernelError:
+                    return False  # the mapping process has gone
+        return False
+
     def destroy_internal(self) -> None:
         """Unpin, detach (iommufd_access_detach_internal), and the object goes
         (iommufd_access_destroy_internal)."""
@@ -557,10 +583,7 @@ def hw_queue_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: in
 
 
 def _hw_queue_pin(ctx: IommufdContext, viommu: Viommu, base: int, length: int) -> HwQueueAccess:
-    """iommufd_hw_queue_alloc_phys. Physical contiguity: a one-page queue is trivially
-    contiguous; for more pages we cannot see frame numbers (pagemap's PFNs need
-    CAP_SYS_ADMIN), so such a queue is refused EFAULT, the kernel's answer for ordinary
-    4 KiB-page memory."""
+    """iommufd_hw_queue_alloc_phys (contiguity: :meth:`HwQueueAccess.physically_contiguous`)."""
     offset = base % PAGE_SIZE
     span = offset + length + PAGE_SIZE - 1
     if span > U64_MAX:
@@ -573,7 +596,7 @@ def _hw_queue_pin(ctx: IommufdContext, viommu: Viommu, base: int, length: int) -
     try:
         access.attach(viommu.hwpt.ioas)
         access.pin(base - offset, npages * PAGE_SIZE)
-        if npages > 1:
+        if not access.physically_contiguous():
             raise KernelError(errno.EFAULT, "HW_QUEUE_ALLOC: the queue's pages are not known "
                                             "to be physically contiguous")
     except KernelError:

@@ -328,10 +328,22 @@ def test_hw_queue_checks_in_the_kernels_order() -> None:
     assert m.map(m.ioas_id, START, 2 * PAGE, RAM) == 0
     assert m.hw_queue(viommu, 1, START, PAGE)[0] == -errno.EIO  # queue 0 first
     assert m.hw_queue(viommu, I.IOMMU_TEST_HW_QUEUE_MAX, START, PAGE)[0] == -errno.EINVAL
-    assert m.hw_queue(viommu, 0, START, 2 * PAGE)[0] == -errno.EFAULT  # contiguity unknown
+    assert m.hw_queue(viommu, 0, START, 2 * PAGE)[0] == -errno.EFAULT  # not contiguous
     assert m.hw_queue(viommu, 0, START, PAGE) == (0, viommu + 1)  # the failures freed ids
     assert isinstance(m.ctx.objects[viommu + 2], HwQueueAccess)  # its access: the next id
     assert m.hw_queue(viommu, 0, START, PAGE)[0] == -errno.EEXIST
+
+
+def test_a_hw_queue_of_several_pages_needs_them_in_one_contiguous_huge_page() -> None:
+    m = V()
+    viommu = m.viommu()[1]
+    huge = 0x60000000  # 2 MiB aligned
+    m.proc.memory.map(huge, 4 << 20, page_size=2 << 20)  # two huge pages
+    assert m.map(m.ioas_id, START, 2 * PAGE, RAM) == 0
+    assert m.map(m.ioas_id, START + (2 << 20), 4 * PAGE, huge + (2 << 20) - 2 * PAGE) == 0
+    assert m.hw_queue(viommu, 0, START, 2 * PAGE)[0] == -errno.EFAULT  # 4 KiB pages
+    assert m.hw_queue(viommu, 0, START + (2 << 20), 2 * PAGE)[0] == 0
+    assert m.hw_queue(viommu, 1, START + (2 << 20) + PAGE, 2 * PAGE)[0] == -errno.EFAULT  # across two
 
 
 def test_a_hw_queue_locks_its_pages_and_queues_depend_on_the_one_before() -> None:
