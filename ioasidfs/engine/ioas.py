@@ -494,6 +494,11 @@ class IoasAccess(Protocol):
 
     def unmap(self, iova: int, last: int) -> None: ...
 
+    def locks(self, iova: int, last: int) -> bool:
+        """Whether it locks an area covering [iova, last] (``area->num_locks``: an internal
+        access of a HW queue), which makes an unmap reaching that area EBUSY."""
+        ...
+
 
 class Ioas:
     """``struct io_pagetable`` (and the IOAS object's state around it)."""
@@ -895,17 +900,20 @@ class Ioas:
         return self._unmap_range(0, U64_MAX)
 
     def _unmap_range(self, start: int, last: int) -> int:
-        """iopt_unmap_iova_range: ascending, each intersecting area must lie wholly inside
-        (ENOENT otherwise); areas removed before a failure stay removed. Only the first and the
-        last intersecting area can stick out, so the walk is one block delete."""
+        """iopt_unmap_iova_range: ascending, each intersecting area in turn must not be locked
+        (EBUSY) and must lie wholly inside (ENOENT); areas removed before a failure stay
+        removed. The removable areas are consecutive, so the removal is one block delete."""
         doomed = self.areas.overlapping(start, last)
-        if not doomed:
-            return 0
-        if doomed[0].iova < start:
-            raise UnmapError(errno.ENOENT, f"{doomed[0]!r} starts before {start:#x}", 0)
-        sticks_out = doomed[-1].last > last
-        if sticks_out:
-            doomed.pop()
+        failure: UnmapError | None = None
+        for index, area in enumerate(doomed):
+            if any(access.locks(area.iova, area.last) for access in self.accesses):
+                failure = UnmapError(errno.EBUSY, f"{area!r} is locked by a HW queue", 0)
+            elif area.iova < start or area.last > last:
+                failure = UnmapError(errno.ENOENT, f"{area!r} is not wholly inside "
+                                                   f"[{start:#x}, {last:#x}]", 0)
+            if failure is not None:
+                del doomed[index:]
+                break
         if self.accesses:  # the accesses drop their pins first (area->num_accesses)
             for area in doomed:
                 for access in list(self.accesses):
@@ -921,8 +929,9 @@ class Ioas:
             area.pages.users -= 1
             if not area.pages.users:
                 area.pages.release()
-        if sticks_out:
-            raise UnmapError(errno.ENOENT, f"an area runs past {last:#x}", unmapped)
+        if failure is not None:
+            failure.unmapped = unmapped
+            raise failure
         return unmapped
 
     # ---------------------------------------------------------------- type1 v1 emulation

@@ -33,7 +33,7 @@ from ..uapi.layout import Layout
 from .argsz import copy_out, int_field
 from .caller import PAGE_SIZE, Caller
 from .files import VEVENTQ_NODE_KEY, FileKind, OpenFile
-from .ioas import U64_MAX, FilePages, UnmapError
+from .ioas import U64_MAX, FilePages
 from .iommufd import (BoundDevice, ContextObject, HwptNested, IommufdContext, NestedDomain,
                       UserHwpt, copy_struct_from_user)
 from .iommufd_mock import Access
@@ -351,9 +351,13 @@ class HwQueueAccess(Access):
         self.runs: list[tuple[Pages, int, int]] = []
         self.pinned: tuple[int, int] | None = None
 
+    def locks(self, iova: int, last: int) -> bool:
+        """The areas it pinned are locked: an unmap reaching them is EBUSY before it could ask
+        this access to let go (iopt_unmap_iova_range checks ``num_locks`` first)."""
+        return self.pinned is not None and iova <= self.pinned[1] and self.pinned[0] <= last
+
     def unmap(self, iova: int, last: int) -> None:
-        if self.pinned is not None and iova <= self.pinned[1] and self.pinned[0] <= last:
-            raise UnmapError(errno.EBUSY, f"[{iova:#x}, {last:#x}] is locked by a HW queue", 0)
+        """Never asked about its own pages (they are locked); other areas are not its."""
 
     def pin(self, iova: int, length: int) -> None:
         """iommufd_access_pin_pages without WRITE (Access.pin_pages' rules and errnos)."""

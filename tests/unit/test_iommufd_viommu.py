@@ -363,6 +363,27 @@ def test_a_hw_queue_locks_its_pages_and_queues_depend_on_the_one_before() -> Non
     assert m.native(I.IOMMU_IOAS_UNMAP, I.IOAS_UNMAP, iova=START, **unmap)[0] == 0
 
 
+def test_an_unmap_stops_at_a_locked_area_after_removing_the_ones_before() -> None:
+    """iopt_unmap_iova_range takes the areas in turn: the lock check comes before the
+    'wholly inside' one (EBUSY even for an area sticking out of the range), and the areas
+    before the locked one are gone, their bytes reported."""
+    m = V()
+    viommu = m.viommu()[1]
+    for i in range(3):
+        assert m.map(m.ioas_id, START + i * PAGE, PAGE, RAM + i * PAGE) == 0
+    assert m.hw_queue(viommu, 0, START + PAGE, PAGE)[0] == 0   # locks the middle area
+    unmap = dict(ioas_id=m.ioas_id)
+    # Starting inside the locked area: EBUSY, not ENOENT.
+    assert m.native(I.IOMMU_IOAS_UNMAP, I.IOAS_UNMAP, iova=START + PAGE, length=PAGE // 2,
+                    **unmap)[0] == -errno.EBUSY
+    assert m.native(I.IOMMU_IOAS_UNMAP, I.IOAS_UNMAP, iova=START, length=3 * PAGE,
+                    **unmap)[0] == -errno.EBUSY
+    ioas = m.ctx.objects[m.ioas_id]
+    assert [(a.iova - START) // PAGE for a in ioas.areas] == [1, 2]   # area 0 went first
+    assert m.native(I.IOMMU_IOAS_UNMAP, I.IOAS_UNMAP, iova=START + 2 * PAGE, length=PAGE,
+                    **unmap)[0] == 0
+
+
 def test_closing_the_context_frees_every_viommu_object() -> None:
     m = V()
     viommu = m.viommu()[1]
