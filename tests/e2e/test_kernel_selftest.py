@@ -20,6 +20,7 @@ from support import ROOT, ioasidfs_mounts, require_root
 KSRC = Path(os.environ.get("IOASIDFS_KSRC", "/var/tmp/ksrc-upstream"))
 
 SUBSET = ["-f", "iommufd", "-f", "vfio_compat_mock_domain", "-f", "iommufd_viommu",
+          "-f", "iommufd_device_pasid",
           "-v", "mock_domain", "-v", "one_domain", "-v", "domain_dirty16k",
           "-v", "one_domain_hugepage", "-v", "domain_dirty64M_huge"]
 """Fixtures and variants quick enough for the suite (the harness includes a test when any of
@@ -56,6 +57,14 @@ MUST_PASS = {
     "iommufd_mock_domain.one_domain_hugepage.all_aligns",
     "iommufd_dirty_tracking.domain_dirty64M_huge.get_dirty_bitmap",
     "iommufd_dirty_tracking.domain_dirty64M_huge.get_dirty_bitmap_no_clear",
+    # vIOMMU objects: vDEVICEs, nested HWPTs on a vIOMMU, a vEVENTQ fd, HW queues; PASIDs
+    "iommufd_viommu.mock_viommu.viommu_auto_destroy",
+    "iommufd_viommu.mock_viommu.viommu_negative_tests",
+    "iommufd_viommu.mock_viommu.viommu_alloc_nested_iopf",
+    "iommufd_viommu.mock_viommu.vdevice_alloc",
+    "iommufd_viommu.mock_viommu.vdevice_cache",
+    "iommufd_viommu.mock_viommu.hw_queue",
+    "iommufd_device_pasid.has_pasid.pasid_attach",
 }
 
 
