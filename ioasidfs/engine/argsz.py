@@ -27,6 +27,13 @@ def copy_out(caller: Caller, arg: int, data: bytes) -> None:
     caller.memory.write(arg, data)
 
 
+def ucmd_respond(caller: Caller, arg: int, data: bytes | bytearray) -> None:
+    """iommufd_ucmd_respond: an iommufd command's struct goes back as min(the size word the
+    caller gave, the kernel's size) bytes (EFAULT)."""
+    user_size = int.from_bytes(data[:4], "little")
+    copy_out(caller, arg, bytes(data[:min(user_size, len(data))]))
+
+
 def read_u32(caller: Caller, arg: int) -> int:
     value: int = _U32.unpack(caller.memory.read(arg, 4))[0]
     return value

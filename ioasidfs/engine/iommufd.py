@@ -25,7 +25,7 @@ from ..uapi import iommufd as I
 from ..uapi import vfio as V
 from ..uapi.ioctl import ioc_nr
 from ..uapi.layout import Layout
-from .argsz import copy_in, copy_out, int_field, read_argsz_struct, read_u32
+from .argsz import copy_in, copy_out, int_field, read_argsz_struct, read_u32, ucmd_respond
 from .caller import CAP_SYS_RESOURCE, Caller
 from .capchain import CAP_ALIGNMENT
 from .files import FileKind, OpenFile
@@ -952,7 +952,7 @@ class IommufdContext:
         ioas_id = self.allocate_id(ioas)
         I.IOAS_ALLOC.write_fields(data, out_ioas_id=ioas_id)
         try:
-            _respond(caller, arg, data)
+            ucmd_respond(caller, arg, data)
         except KernelError:
             del self.objects[ioas_id]
             raise
@@ -970,7 +970,7 @@ class IommufdContext:
         for k, (start, last) in enumerate(ranges[:room]):
             copy_out(caller, array + k * I.IOVA_RANGE.size, I.IOVA_RANGE.pack(start=start, last=last))
         I.IOAS_IOVA_RANGES.write_fields(data, num_iovas=len(ranges), out_iova_alignment=ioas.iova_alignment)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
         if len(ranges) > room:
             raise KernelError(errno.EMSGSIZE, f"{len(ranges)} ranges, room for {room}")
         return 0
@@ -1012,7 +1012,7 @@ class IommufdContext:
         iova = ioas.map_user(caller, iova if fixed else None, int_field(fields, "user_va"), length, prot,
                              account_mm=self.account_mm)
         I.IOAS_MAP.write_fields(data, iova=iova)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
         return 0
 
     def ioas_unmap(self, caller: Caller, data: bytearray, arg: int) -> int:
@@ -1032,7 +1032,7 @@ class IommufdContext:
                 # Only the compat UNMAP_DMA accepts an empty range (afb47765f923, 6.18).
                 raise KernelError(errno.ENOENT, f"IOAS_UNMAP: nothing mapped in [{iova:#x}, +{length:#x})")
         I.IOAS_UNMAP.write_fields(data, length=unmapped)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
         return 0
 
     def vfio_ioas(self, caller: Caller, data: bytearray, arg: int) -> int:
@@ -1044,7 +1044,7 @@ class IommufdContext:
         op = int_field(fields, "op")
         if op == I.IOMMU_VFIO_IOAS_GET:
             I.VFIO_IOAS.write_fields(data, ioas_id=self.id_of(self.compat_ioas()))
-            _respond(caller, arg, data)
+            ucmd_respond(caller, arg, data)
         elif op == I.IOMMU_VFIO_IOAS_SET:
             self.compat = self.get_ioas(int_field(fields, "ioas_id"))
         elif op == I.IOMMU_VFIO_IOAS_CLEAR:
@@ -1075,7 +1075,7 @@ class IommufdContext:
         iova = dst.map_segments(segments, length,
                                 dst_iova if flags & I.IOMMU_IOAS_MAP_FIXED_IOVA else None, prot)
         I.IOAS_COPY.write_fields(data, dst_iova=iova)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
         return 0
 
     def ioas_map_file(self, caller: Caller, data: bytearray, arg: int) -> int:
@@ -1104,7 +1104,7 @@ class IommufdContext:
         iova = ioas.map_file(caller, file, iova if flags & I.IOMMU_IOAS_MAP_FIXED_IOVA else None,
                              start, length, prot, account_mm=self.account_mm)
         I.IOAS_MAP_FILE.write_fields(data, iova=iova)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
         return 0
 
     def ioas_change_process(self, caller: Caller, data: bytearray, arg: int) -> int:
@@ -1232,7 +1232,7 @@ class IommufdContext:
         I.HW_INFO.write_fields(data, data_len=len(blob), out_data_type=driver.hw_info_type,
                                out_max_pasid_log2=driver.max_pasid_log2,
                                out_capabilities=I.IOMMU_HW_CAP_DIRTY_TRACKING if driver.dirty_tracking else 0)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
         return 0
 
     def hwpt_alloc(self, caller: Caller, data: bytearray, arg: int) -> int:
@@ -1281,7 +1281,7 @@ class IommufdContext:
                 from .iommufd_fault import get_fault
                 hwpt.fault = get_fault(self, int_field(fields, "fault_id"))
             I.HWPT_ALLOC.write_fields(data, out_hwpt_id=hwpt_id)
-            _respond(caller, arg, data)
+            ucmd_respond(caller, arg, data)
         except KernelError:
             del self.objects[hwpt_id]
             self._destructor(hwpt)
@@ -1370,7 +1370,7 @@ class IommufdContext:
                     error = KernelError(errno.EINVAL, "HWPT_INVALIDATE: not a nested HWPT or vIOMMU")
         I.HWPT_INVALIDATE.write_fields(data, entry_num=done)
         try:
-            _respond(caller, arg, data)
+            ucmd_respond(caller, arg, data)
         except KernelError:
             raise KernelError(errno.EFAULT, "HWPT_INVALIDATE: cannot write entry_num back") from None
         if error is not None:
@@ -1466,12 +1466,6 @@ class IommufdContext:
         except KernelError:
             pass
         return 0
-
-
-def _respond(caller: Caller, arg: int, data: bytearray) -> None:
-    """iommufd_ucmd_respond: write back min(user size, kernel size) bytes (EFAULT)."""
-    user_size = int.from_bytes(data[:4], "little")
-    copy_out(caller, arg, bytes(data[:min(user_size, len(data))]))
 
 
 def _auto_respond_faults(hwpt: Hwpt, device: BoundDevice) -> None:

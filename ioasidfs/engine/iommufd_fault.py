@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..errors import KernelError
 from ..uapi import iommufd as I
-from .argsz import copy_out, int_field
+from ..uapi.layout import Layout
+from .argsz import int_field, ucmd_respond
 from .caller import Caller
 from .files import FAULT_QUEUE_NODE_KEY, FileKind, OpenFile
 from .iommufd import BoundDevice, ContextObject, Hwpt, IommufdContext
@@ -55,23 +57,70 @@ class FaultGroup:
     cookie: int = 0
 
 
-class FaultQueue(ContextObject):
-    """``struct iommufd_fault``: groups waiting to be read (``deliver``, in order) and groups
-    read and waiting for a response (``response``, by cookie)."""
+class EventQueue(ContextObject):
+    """``struct iommufd_eventq``: what a fault queue and a vEVENTQ share (eventq.c). Its fd
+    holds the object (IOMMU_DESTROY EBUSY while open) and the context (iommufd_eventq_init:
+    iommufd_ctx_get); ``file_open`` says whether that fd still exists."""
 
     def __init__(self, ctx: IommufdContext) -> None:
         self.ctx = ctx
-        self.deliver: list[FaultGroup] = []
-        self.response: dict[int, FaultGroup] = {}
         self.file_open = True
 
     @property
     def holds_context(self) -> bool:  # type: ignore[override]
-        """The fd's reference on the context (iommufd_eventq_init: iommufd_ctx_get)."""
+        """The fd's reference on the context."""
         return self.file_open
 
     def extra_users(self) -> int:
         return 1 if self.file_open else 0  # the fd's reference on the object
+
+
+class EventQueueFile(OpenFile):
+    """The fd of an :class:`EventQueue`, installed by the launcher: :meth:`fd_installed`
+    writes its number into the alloc struct (field ``fd_field`` of ``alloc_layout``) and
+    responds (iommufd_ucmd_respond: EFAULT); the ioctl returns 0. Its release drops the fd's
+    references; a file that never reached the caller (over a plain mount, or an install that
+    failed) takes the object with it, as the kernel's error path destroys it. No ioctls."""
+
+    alloc_layout: ClassVar[Layout]
+    fd_field: ClassVar[str]
+
+    def __init__(self, queue: EventQueue, caller: Caller, arg: int, data: bytearray) -> None:
+        self.queue = queue
+        self._respond: tuple[Caller, int, bytearray] | None = (caller, arg, data)
+
+    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
+        raise KernelError(errno.ENOTTY, f"{type(self).__name__}: event queue fds have no ioctls")
+
+    def fd_installed(self, fd: int) -> int:
+        if self._respond is not None:
+            caller, arg, data = self._respond
+            self._respond = None
+            self.alloc_layout.write_fields(data, **{self.fd_field: fd})
+            ucmd_respond(caller, arg, data)
+        return 0
+
+    def release(self) -> None:
+        queue = self.queue
+        queue.file_open = False
+        ctx = queue.ctx
+        if self._respond is not None:  # never reached the caller: the object goes too
+            self._respond = None
+            if any(o is queue for o in ctx.objects.values()):
+                ctx.drop_object(queue)
+                queue.destroy(ctx)
+            return
+        ctx.release_if_unused()
+
+
+class FaultQueue(EventQueue):
+    """``struct iommufd_fault``: groups waiting to be read (``deliver``, in order) and groups
+    read and waiting for a response (``response``, by cookie)."""
+
+    def __init__(self, ctx: IommufdContext) -> None:
+        super().__init__(ctx)
+        self.deliver: list[FaultGroup] = []
+        self.response: dict[int, FaultGroup] = {}
 
     def destroy(self, ctx: IommufdContext) -> None:
         """iommufd_fault_destroy: every pending group is answered INVALID and freed."""
@@ -139,21 +188,17 @@ class FaultQueue(ContextObject):
         return done
 
 
-class FaultFile(OpenFile):
-    """The fault queue's fd (``[iommufd-pgfault]``): read and write, no ioctl, no mmap. Its
-    release drops its references on the object and the context; a file never installed (the
-    command over a plain mount, or an install that failed) takes the object with it, as the
-    kernel's error path destroys it."""
+class FaultFile(EventQueueFile):
+    """The fault queue's fd (``[iommufd-pgfault]``): read and write, no ioctl, no mmap."""
 
     kind = FileKind.FAULT_QUEUE
     node_key = FAULT_QUEUE_NODE_KEY
+    alloc_layout = I.FAULT_ALLOC
+    fd_field = "out_fault_fd"
 
     def __init__(self, fault: FaultQueue, caller: Caller, arg: int, data: bytearray) -> None:
+        super().__init__(fault, caller, arg, data)
         self.fault = fault
-        self._respond: tuple[Caller, int, bytearray] | None = (caller, arg, data)
-
-    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
-        raise KernelError(errno.ENOTTY, "fault queue fds have no ioctls")
 
     def read(self, caller: Caller, offset: int, size: int) -> bytes:
         # The kernel's read never moves the file position (a non-zero one is ESPIPE); FUSE
@@ -162,29 +207,6 @@ class FaultFile(OpenFile):
 
     def write(self, caller: Caller, offset: int, data: bytes) -> int:
         return self.fault.write(data)
-
-    def fd_installed(self, fd: int) -> int:
-        """out_fault_fd is written back with out_fault_id (iommufd_ucmd_respond: EFAULT), the
-        ioctl returns 0."""
-        if self._respond is not None:
-            caller, arg, data = self._respond
-            self._respond = None
-            I.FAULT_ALLOC.write_fields(data, out_fault_fd=fd)
-            user_size = int.from_bytes(data[:4], "little")
-            copy_out(caller, arg, bytes(data[:min(user_size, len(data))]))
-        return 0
-
-    def release(self) -> None:
-        fault = self.fault
-        fault.file_open = False
-        ctx = fault.ctx
-        if self._respond is not None:  # never reached the caller: the object goes too
-            self._respond = None
-            if any(o is fault for o in ctx.objects.values()):
-                ctx.drop_object(fault)
-                fault.destroy(ctx)
-            return
-        ctx.release_if_unused()
 
 
 def fault_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: int) -> OpenFile:

@@ -33,7 +33,7 @@ from ..config import IommuConfig
 from ..errors import IommuFault, KernelError
 from ..uapi import iommufd as I
 from ..uapi.layout import Layout
-from .argsz import copy_in, copy_out, int_field
+from .argsz import copy_in, copy_out, int_field, ucmd_respond
 from .caller import PAGE_SIZE, Caller, SharedMapping
 from .files import ACCESS_NODE_KEY, FileKind, OpenFile
 from .ioas import IOMMU_READ, IOMMU_WRITE, U64_MAX, Domain, FilePages, Ioas, Pages
@@ -380,7 +380,7 @@ class MockSelftest:
                 hwpt_id = ctx.attach_pt(device, int_field(fields, "id"))
                 layout.write_fields(data, out_stdev_id=sobj_id, out_hwpt_id=hwpt_id,
                                     out_idev_id=ctx.id_of(device))
-                _respond(caller, arg, data)
+                ucmd_respond(caller, arg, data)
             except KernelError:
                 ctx.unbind_device(device)
                 raise
@@ -399,7 +399,7 @@ class MockSelftest:
         sobj = _selftest_object(ctx, int_field(fields, "id"))
         hwpt_id = ctx.attach_pt(sobj.device, int_field(fields, "pt_id"))
         layout.write_fields(data, pt_id=hwpt_id)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
         return 0
 
     # ---- checks
@@ -513,7 +513,7 @@ class MockSelftest:
                 hwpt.ioas.table.mark_dirty(entry, MOCK_IO_PAGE_SIZE)
                 marked += 1
         layout.write_fields(data, out_nr_dirty=marked)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
         return 0
 
     def trigger_iopf(self, ctx: IommufdContext, caller: Caller, layout: Layout,
@@ -711,12 +711,6 @@ def pin_counts(ctx: IommufdContext, identities: PageIdentities) -> dict[PageIden
                     key = identities.of_pages(pages, pages.uptr + index * PAGE_SIZE)
                     counts[key] = counts.get(key, 0) + 1
     return counts
-
-
-def _respond(caller: Caller, arg: int, data: bytearray) -> None:
-    """iommufd_ucmd_respond: min(user size, kernel size) bytes back (EFAULT)."""
-    user_size = int.from_bytes(data[:4], "little")
-    copy_out(caller, arg, bytes(data[:min(user_size, len(data))]))
 
 
 class _TestReservation:
@@ -940,7 +934,7 @@ class AccessFile(OpenFile):
             caller, arg, data = self._respond
             self._respond = None
             I.TEST_CMD_BY_OP[I.IOMMU_TEST_OP_CREATE_ACCESS].write_fields(data, out_access_fd=fd)
-            _respond(caller, arg, data)
+            ucmd_respond(caller, arg, data)
         return 0
 
     def release(self) -> None:
@@ -1029,7 +1023,7 @@ def access_pages(self: MockSelftest, ctx: IommufdContext, caller: Caller, layout
         layout.write_fields(data, out_access_pages_id=item.id)
         access.items.append(item)
         try:
-            _respond(caller, arg, data)
+            ucmd_respond(caller, arg, data)
         except KernelError:
             access.items.remove(item)
             raise

@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 from ..errors import KernelError
 from ..uapi import iommufd as I
 from ..uapi.layout import Layout
-from .argsz import copy_out, int_field
+from .argsz import copy_out, int_field, ucmd_respond
 from .caller import PAGE_SIZE, Caller
 from .files import VEVENTQ_NODE_KEY, FileKind, OpenFile
 from .ioas import U64_MAX, FilePages
 from .iommufd import (BoundDevice, ContextObject, HwptNested, IommufdContext, NestedDomain,
                       UserHwpt, copy_struct_from_user)
+from .iommufd_fault import EventQueue, EventQueueFile
 from .iommufd_mock import Access
 
 if TYPE_CHECKING:
@@ -231,29 +232,20 @@ class VEvent:
     lost: bool = False
 
 
-class VEventQueue(ContextObject):
+class VEventQueue(EventQueue):
     """``struct iommufd_veventq``: events waiting for read() (``deliver``), how many real ones
     (``num_events``, at most ``depth``) and the next sequence number ([0, INT_MAX], wrapping).
 
     Like a fault queue, its fd holds it (IOMMU_DESTROY EBUSY while open) and the context."""
 
     def __init__(self, ctx: IommufdContext, viommu: Viommu, event_type: int, depth: int) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.viommu = viommu
         self.type = event_type
         self.depth = depth
         self.deliver: list[VEvent] = []
         self.num_events = 0
         self.sequence = 0
-        self.file_open = True
-
-    @property
-    def holds_context(self) -> bool:  # type: ignore[override]
-        """The fd's reference on the context (iommufd_eventq_init: iommufd_ctx_get)."""
-        return self.file_open
-
-    def extra_users(self) -> int:
-        return 1 if self.file_open else 0  # the fd's reference on the object
 
     def holds(self, obj: object) -> bool:
         return obj is self.viommu
@@ -296,45 +288,21 @@ class VEventQueue(ContextObject):
         return bytes(out)
 
 
-class VEventQueueFile(OpenFile):
-    """The vEVENTQ's fd (``[iommufd-viommu-event]``): read only (no .write: EINVAL), no ioctl.
-    Installed like a fault queue's fd (:meth:`fd_installed` writes ``out_veventq_fd``); its
-    release drops the fd's references, and a file that never reached the caller takes the
-    object with it (the kernel's error path destroys it)."""
+class VEventQueueFile(EventQueueFile):
+    """The vEVENTQ's fd (``[iommufd-viommu-event]``): read only (no .write: EINVAL), no ioctl."""
 
     kind = FileKind.VEVENTQ
     node_key = VEVENTQ_NODE_KEY
+    alloc_layout = I.VEVENTQ_ALLOC
+    fd_field = "out_veventq_fd"
 
     def __init__(self, veventq: VEventQueue, caller: Caller, arg: int, data: bytearray) -> None:
+        super().__init__(veventq, caller, arg, data)
         self.veventq = veventq
-        self._respond: tuple[Caller, int, bytearray] | None = (caller, arg, data)
-
-    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
-        raise KernelError(errno.ENOTTY, "vEVENTQ fds have no ioctls")
 
     def read(self, caller: Caller, offset: int, size: int) -> bytes:
         # As for the fault fd: the kernel's position never moves, FUSE's does; not looked at.
         return self.veventq.read(size)
-
-    def fd_installed(self, fd: int) -> int:
-        if self._respond is not None:
-            caller, arg, data = self._respond
-            self._respond = None
-            I.VEVENTQ_ALLOC.write_fields(data, out_veventq_fd=fd)
-            _respond(caller, arg, data)
-        return 0
-
-    def release(self) -> None:
-        veventq = self.veventq
-        veventq.file_open = False
-        ctx = veventq.ctx
-        if self._respond is not None:
-            self._respond = None
-            if any(o is veventq for o in ctx.objects.values()):
-                ctx.drop_object(veventq)
-                veventq.destroy(ctx)
-            return
-        ctx.release_if_unused()
 
 
 class HwQueueAccess(Access):
@@ -473,7 +441,7 @@ def viommu_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: int)
         user = UserData(viommu_type, int_field(fields, "data_uptr"), data_len) if data_len else None
         viommu.ops = driver.viommu_init(caller, viommu, user)
         I.VIOMMU_ALLOC.write_fields(data, out_viommu_id=viommu_id)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
     except KernelError:
         del ctx.objects[viommu_id]
         viommu.destroy(ctx)
@@ -503,7 +471,7 @@ def vdevice_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: int
             raise KernelError(errno.EEXIST, f"virtual id {virt_id:#x} is taken on the vIOMMU")
         viommu.vdevs[virt_id] = vdev
         I.VDEVICE_ALLOC.write_fields(data, out_vdevice_id=vdev_id)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
     except KernelError:
         del ctx.objects[vdev_id]
         vdev.destroy(ctx)
@@ -578,7 +546,7 @@ def hw_queue_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: in
         queue.access = _hw_queue_pin(ctx, viommu, base, length)
         viommu.ops.hw_queue_init_phys(queue, int_field(fields, "index"))
         I.HW_QUEUE_ALLOC.write_fields(data, out_hw_queue_id=queue_id)
-        _respond(caller, arg, data)
+        ucmd_respond(caller, arg, data)
     except KernelError:
         del ctx.objects[queue_id]
         queue.destroy(ctx)
@@ -643,7 +611,3 @@ def viommu_cache_invalidate(caller: Caller, viommu: Viommu,
     return viommu.ops.cache_invalidate(caller, array)
 
 
-def _respond(caller: Caller, arg: int, data: bytearray) -> None:
-    """iommufd_ucmd_respond: min(user size, kernel size) bytes back (EFAULT)."""
-    user_size = int.from_bytes(data[:4], "little")
-    copy_out(caller, arg, bytes(data[:min(user_size, len(data))]))
