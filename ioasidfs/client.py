@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Sequence, cast
 
-from .engine.caller import PAGE_SIZE, FileIdentity, PinScan, SharedMapping
+from .engine.caller import PAGE_SIZE, FileIdentity, PinScan, SharedMapping, SharedPin
 from .errors import KernelError
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -497,9 +497,12 @@ class ProcessFile:
         return os.fstat(self.fd).st_size
 
     def window(self, offset: int, length: int) -> tuple[tuple[int, int], int]:
-        owner = (os.getpid(), start_time(os.getpid()))
         if not self.pinnable:
-            return owner, 0
+            return (os.getpid(), start_time(os.getpid())), 0
+        return self._map_window(offset, length)
+
+    def _map_window(self, offset: int, length: int) -> tuple[tuple[int, int], int]:
+        owner = (os.getpid(), start_time(os.getpid()))
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
         addr = _libc.mmap(None, length, prot, mmap.MAP_SHARED, self.fd, offset)
         if addr is None or addr == _MAP_FAILED:
@@ -515,6 +518,56 @@ class ProcessFile:
         for vaddr, length in list(self._maps.items()):
             self.unmap_window(vaddr, length)
         os.close(self.fd)
+
+class MappingFile(ProcessFile):
+    """A pin's reference on the file behind a client's MAP_SHARED mapping (``SharedPin``),
+    opened through /proc/PID/map_files. Its window maps whatever file that is (shmem, hugetlbfs,
+    or a file on disk): the pin held the file's own pages, whatever its filesystem."""
+
+    __slots__ = ()
+
+    def window(self, offset: int, length: int) -> tuple[tuple[int, int], int]:
+        return self._map_window(offset, length)
+
+
+# Internal mounts (_filesystem_type None: shmem behind MAP_SHARED|MAP_ANONYMOUS, memfd, SysV
+# shm), tmpfs and hugetlbfs: the memory files a name under /dev/ or none may stand for.
+_MEMORY_FILESYSTEMS = frozenset({"tmpfs", "hugetlbfs", None})
+
+
+def keep_shared(pid: int, start: int, end: int) -> list[SharedPin]:
+    """What pinning [start, end) of process ``pid`` holds beyond the process: a reference
+    (``MappingFile``) on the file of each MAP_SHARED mapping there, opened through
+    /proc/PID/map_files (needs CAP_SYS_ADMIN), clipped to the range and widened to whole pages
+    of the file (hugetlbfs: huge pages). Left out: private memory (no file outlives the
+    process), device and anon_inode mmaps (VM_PFNMAP/VM_IO or a driver's own pages, and
+    opening them again could reach our own filesystem), and any mapping whose file cannot be
+    opened. ESRCH when the process has gone."""
+    pins: list[SharedPin] = []
+    for vma in _vmas(pid, start, end):
+        if not vma.shared or not vma.inode or vma.name.startswith("anon_inode:"):
+            continue
+        if vma.maybe_special and _filesystem_type(pid, vma.device) not in _MEMORY_FILESYSTEMS:
+            continue
+        path = f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}"
+        try:
+            fd = os.open(path, os.O_RDWR if "w" in vma.perms else os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                continue
+            file = MappingFile(fd)
+        except OSError:
+            os.close(fd)
+            continue
+        page = os.fstat(fd).st_blksize if _fs_type(fd) == HUGETLBFS_MAGIC else PAGE_SIZE
+        low = vma.start + (max(vma.start, start) - vma.start) // page * page
+        high = min(vma.end, vma.start + -(-(min(vma.end, end) - vma.start) // page) * page)
+        pins.append(SharedPin(low, high, file, vma.offset + low - vma.start))
+    return pins
+
 
 IOV_MAX = 1024
 """Most iovecs one process_vm_readv/writev call takes (UIO_MAXIOV)."""

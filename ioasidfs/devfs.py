@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Union
 from . import vfs
 from .client import (CAP_IPC_LOCK, CAP_SYS_ADMIN, ProcessEventfd, ProcessFds, ProcessFile,
                      ProcessMemory, contiguous_blocks, locked_pages, memlock_limit, read_status,
-                     shared_mappings, start_time, user_range_ok)
+                     keep_shared, shared_mappings, start_time, user_range_ok)
 from .engine import FOREIGN, Caller, ClientMemory, Engine, FileKind, OpenFile
 from .devtree import DEVICE_FDS_DIR, DevTree, Node
 from .errors import KernelError
@@ -223,7 +223,8 @@ class DevFs:
                       has_capability=lambda cap: read_status(pid).has_capability(cap),
                       shared_mappings=lambda start, end: shared_mappings(_tgid_of(pid), start, end),
                       contiguous_blocks=lambda first, count, size: contiguous_blocks(
-                          _tgid_of(pid), first, count, size))
+                          _tgid_of(pid), first, count, size),
+                      keep_shared=lambda start, end: keep_shared(_tgid_of(pid), start, end))
 
     def _take_eventfd(self, pid: int, fd: int) -> ProcessEventfd:
         taken = ProcessEventfd.take(ProcessFds(_tgid_of(pid)), fd)

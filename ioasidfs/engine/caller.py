@@ -134,8 +134,9 @@ class FakeFile:
     in ``data``. ``owner`` is this process's ProcessKey as the DMA layer resolves it."""
 
     def __init__(self, size: int, *, writable: bool = True, pinnable: bool = True,
-                 write_sealed: bool = False, owner: ProcessKey | None = None) -> None:
-        self._buffer = ctypes.create_string_buffer(max(size, 1))
+                 write_sealed: bool = False, owner: ProcessKey | None = None,
+                 buffer: ctypes.Array[ctypes.c_char] | None = None) -> None:
+        self._buffer = buffer if buffer is not None else ctypes.create_string_buffer(max(size, 1))
         self._size = size
         self.writable = writable
         self.pinnable = pinnable
@@ -143,6 +144,7 @@ class FakeFile:
         self.owner: ProcessKey = owner if owner is not None else (os.getpid(), 0)
         self.windows: list[tuple[int, int]] = []
         self.closed = False
+        self.references: list[FakeFile] = []
 
     @property
     def base(self) -> int:
@@ -170,6 +172,18 @@ class FakeFile:
     def close(self) -> None:
         assert not self.closed, "close() twice"
         self.closed = True
+
+    def reopen(self) -> FakeFile:
+        """Another reference to the same file (the same bytes), as opening it again gives;
+        each is listed in ``references`` so a test can see them all closed."""
+        other = FakeFile(self._size, writable=self.writable, pinnable=self.pinnable,
+                         write_sealed=self.write_sealed, owner=self.owner, buffer=self._buffer)
+        self.references.append(other)
+        return other
+
+    def view(self, offset: int, size: int) -> memoryview:
+        """Bytes [offset, offset+size) of the file, writable in place (a shared mapping's)."""
+        return memoryview(self._buffer).cast("B")[offset:offset + size]
 
     @property
     def identity(self) -> FileIdentity | None:
@@ -248,6 +262,12 @@ class Caller:
     # large IOPTE (hugetlb and THP pages, in practice). Default: none, every IOPTE is small.
     contiguous_blocks: Callable[[int, int, int], list[int]] = field(
         default=lambda first, count, size: [])
+    # keep_shared(start, end): what a pin of [start, end) holds beyond the process -- a
+    # :class:`SharedPin` for each shared mapping in it; private memory is left out. Called
+    # when pages are pinned; the engine releases each reference when its pages are unpinned.
+    # Default: nothing, every page is reached through the process.
+    keep_shared: Callable[[int, int], list[SharedPin]] = field(
+        default=lambda start, end: [])
 
     def process(self) -> int:
         """The caller's thread group (process) id: what the kernel calls current->mm's owner."""
@@ -256,6 +276,26 @@ class Caller:
     def process_key(self) -> ProcessKey:
         """The owner of what this caller locks: its mm, named so a reused pid cannot inherit it."""
         return (self.process(), self.start_time())
+
+
+@dataclass(frozen=True)
+class SharedPin:
+    """A pin's reference on the memory object behind one MAP_SHARED mapping of the mapping
+    process (shmem, MAP_SHARED|MAP_ANONYMOUS memory, a memfd, hugetlbfs, a shared file).
+
+    The kernel pins such pages: the pinned folios belong to the file's page cache and outlive
+    the process that mapped them, so a device (or an access) keeps reaching them after that
+    process has exited or unmapped them. We keep them the same way: ``file`` is our own
+    reference to the file (as MAP_FILE's :class:`CallerFile`), and the pages are reached
+    through its ``window``. [``start``, ``end``) are the mapping process's addresses the
+    reference covers (page aligned, within one mapping; possibly wider than asked, e.g. whole
+    huge pages), ``offset`` the file offset at ``start``. Private memory has no such object:
+    its pages die with the process here, so nothing is kept for it."""
+
+    start: int
+    end: int
+    file: CallerFile
+    offset: int
 
 
 FileIdentity = tuple[int, int, int]
@@ -300,12 +340,14 @@ MemoryKind = Literal["ram", "untouched", "pfnmap", "io", "dirty-tracked-file"]
 class FakeRegion:
     """One mapping of a :class:`FakeMemory`: bytes, protections (``"r"``, ``"w"``) and kind."""
 
-    data: bytearray
+    data: bytearray | memoryview
     prot: str = "rw"
     kind: MemoryKind = "ram"
     # The size of the region's pages: above PAGE_SIZE a hugetlb mapping, each page physically
     # contiguous and aligned to its size (the region's base address is taken to be aligned).
     page_size: int = PAGE_SIZE
+    # A MAP_SHARED mapping: the file and the file offset of the region's first byte.
+    shared: tuple[FakeFile, int] | None = None
 
 
 class FakeMemory:
@@ -324,8 +366,26 @@ class FakeMemory:
         self.regions[addr] = FakeRegion(data, prot, kind, page_size)
         return addr
 
+    def map_shared(self, addr: int, file: FakeFile, offset: int, size: int, *,
+                   prot: str = "rw") -> int:
+        """mmap(MAP_SHARED) of ``file`` from ``offset``: the region's bytes are the file's."""
+        self.regions[addr] = FakeRegion(file.view(offset, size), prot, shared=(file, offset))
+        return addr
+
     def unmap(self, addr: int) -> None:
         del self.regions[addr]
+
+    def keep_shared(self, start: int, end: int) -> list[SharedPin]:
+        """:attr:`Caller.keep_shared` of this address space: a new reference to the file of
+        each shared region overlapping [start, end), clipped to it."""
+        pins = []
+        for base, region in sorted(self.regions.items()):
+            low, high = max(base, start), min(base + len(region.data), end)
+            if region.shared is None or low >= high:
+                continue
+            file, offset = region.shared
+            pins.append(SharedPin(low, high, file.reopen(), offset + low - base))
+        return pins
 
     def _region_at(self, addr: int) -> tuple[int, FakeRegion] | None:
         for base, region in self.regions.items():
@@ -333,7 +393,7 @@ class FakeMemory:
                 return base, region
         return None
 
-    def _find(self, addr: int, size: int, access: str) -> tuple[bytearray, int]:
+    def _find(self, addr: int, size: int, access: str) -> tuple[bytearray | memoryview, int]:
         for base, region in self.regions.items():
             if base <= addr and addr + size <= base + len(region.data) and access in region.prot:
                 return region.data, addr - base

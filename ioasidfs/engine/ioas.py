@@ -51,7 +51,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from ..config import IommuConfig, ReservedRegion
 from ..errors import KernelError
-from .caller import PAGE_SIZE, Caller, CallerFile, ProcessKey
+from .caller import PAGE_SIZE, Caller, CallerFile, ProcessKey, SharedPin
 from .locked import LockedMemory, UserLockedMemory
 from .intervals import IntervalBlocks
 from .translate import OwnerRegistry, TranslationTable, new_table
@@ -136,6 +136,14 @@ class Pages:
     process is gone the pin fails EFAULT. ``_pinned`` lists the page-index ranges of the areas
     currently loaded into domains (a multiset: a page stays pinned, and charged once, while
     any of them covers it).
+
+    A pin of *shared* memory holds what the kernel's pin holds, the file's pages, beyond the
+    process: pinning pages no pin covered yet takes a reference on the file behind each shared
+    mapping there (``Caller.keep_shared``) and a DMA window over it, and :meth:`reach` then
+    sends the pinned pages' bytes through that window -- after the mapping process has
+    exited or remapped those addresses, as the kernel's pinned folios are still reached. The
+    reference goes when none of its pages is pinned any more. Private memory keeps nothing:
+    it is reached through the process, and DMA to it fails once the process is gone.
     """
 
     def __init__(self, source: Caller, uptr: int, length: int, writable: bool,
@@ -160,6 +168,8 @@ class Pages:
         # Areas using these pages (the kernel's kref, counted per area): the last one to go
         # releases what the pages hold (a file reference and its DMA window).
         self.users = 0
+        # What the pins hold of shared memory, oldest first (see _keep_shared).
+        self._kept: list[_KeptShared] = []
 
     @property
     def hint_base(self) -> int:
@@ -205,6 +215,8 @@ class Pages:
         self.last_npinned = npinned
         self._pinned.append((first, last))
         self.npinned = npinned
+        for lo, hi in runs:
+            self._keep_shared(lo, hi)
 
     def unpin(self, first: int, last: int, accounting: Accounting) -> None:
         """The area covering [first, last] leaves the domains: unpin and uncharge the pages no
@@ -216,6 +228,61 @@ class Pages:
         if self.npinned <= self.last_npinned:
             self._uncharge(self.last_npinned - self.npinned, accounting)
             self.last_npinned = self.npinned
+        self._release_unpinned()
+
+    def _keep_shared(self, first: int, last: int) -> None:
+        """Newly pinned pages [first, last]: take a reference on each shared mapping's file
+        there and a window over its pages. A reference whose window cannot be made is dropped
+        (those pages stay reached through the process, as before)."""
+        start = self.uptr + first * PAGE_SIZE
+        try:
+            pins = self.source.keep_shared(start, self.uptr + (last + 1) * PAGE_SIZE)
+        except KernelError:
+            return  # gone since the pin's check: nothing to keep
+        for pin in pins:
+            owner, window = pin.file.window(pin.offset, pin.end - pin.start)
+            if not window:
+                pin.file.close()
+                continue
+            self._kept.append(_KeptShared(
+                max(first, (pin.start - self.uptr) // PAGE_SIZE),
+                min(last, (pin.end - self.uptr) // PAGE_SIZE - 1), pin, owner, window))
+
+    def _release_unpinned(self) -> None:
+        """Drop the references none of whose pages any pin still covers (the pin went)."""
+        for kept in list(self._kept):
+            if self._uncovered(kept.first, kept.last) == [(kept.first, kept.last)]:
+                self._kept.remove(kept)
+                kept.release()
+
+    def keeps(self, first: int, last: int) -> bool:
+        """Whether any of pages [first, last] is reached through a kept reference."""
+        return any(k.first <= last and first <= k.last for k in self._kept)
+
+    def reach(self, start_byte: int, length: int) -> list[tuple[ProcessKey, int, int]]:
+        """Where bytes [start_byte, start_byte+length) of the span (offsets from page 0) are
+        reached now, as (owner, vaddr, length) pieces in order: through the newest kept
+        reference covering a page, else through the mapping process (``source_key``)."""
+        end = start_byte + length
+        if not self._kept:
+            return [(self.source_key, self.uptr + start_byte, length)]
+        cuts = {start_byte, end}
+        for kept in self._kept:
+            for cut in (kept.first * PAGE_SIZE, (kept.last + 1) * PAGE_SIZE):
+                if start_byte < cut < end:
+                    cuts.add(cut)
+        bounds = sorted(cuts)
+        pieces: list[tuple[ProcessKey, int, int]] = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            index = lo // PAGE_SIZE
+            covering = [k for k in self._kept if k.first <= index <= k.last]
+            owner, vaddr = ((covering[-1].owner, covering[-1].address(self.uptr + lo))
+                            if covering else (self.source_key, self.uptr + lo))
+            if pieces and pieces[-1][0] == owner and pieces[-1][1] + pieces[-1][2] == vaddr:
+                pieces[-1] = (owner, pieces[-1][1], pieces[-1][2] + hi - lo)
+            else:
+                pieces.append((owner, vaddr, hi - lo))
+        return pieces
 
     def is_pinned(self, index: int) -> bool:
         """Whether page ``index`` is pinned (some loaded area covers it)."""
@@ -290,6 +357,27 @@ class Pages:
         self.uid = caller.uid() if self.mode is AccountMode.USER else -1
 
 
+@dataclass
+class _KeptShared:
+    """One reference a pin holds on shared memory: pages [first, last] of a Pages object are
+    reached through ``window`` (in ``owner``'s address space), which maps the pin's file from
+    the address ``pin.start`` of the mapping process on."""
+
+    first: int
+    last: int
+    pin: SharedPin
+    owner: ProcessKey
+    window: int
+
+    def address(self, vaddr: int) -> int:
+        """The window address of the mapping process's address ``vaddr``."""
+        return self.window + vaddr - self.pin.start
+
+    def release(self) -> None:
+        self.pin.file.unmap_window(self.window, self.pin.end - self.pin.start)
+        self.pin.file.close()
+
+
 def _charge_to(caller: Caller, mode: AccountMode, uid: int, mm: ProcessKey, count: int,
                accounting: Accounting) -> None:
     """iopt_pages_update_pinned(inc): the user's counter (incr_user_locked_vm) or the mm's
@@ -351,6 +439,9 @@ class FilePages(Pages):
     def release(self) -> None:
         self.file.unmap_window(self.uptr, self.npages * PAGE_SIZE)
         self.file.close()
+
+    def _keep_shared(self, first: int, last: int) -> None:
+        """Nothing more to keep: the file reference and its window already are the pin's."""
 
     def _check_source(self, first: int, last: int) -> None:
         """memfd_pin_folios: only shmem and hugetlbfs files (EINVAL), and only pages below the
@@ -648,7 +739,7 @@ class Ioas:
         self.domains.remove(domain)
         if not self.domains:
             for area in self.areas:
-                self._unpin(area)
+                self._unpin_translated(area)
         self.remove_reserved(domain)
         self._recalculate_alignment()
 
@@ -663,9 +754,11 @@ class Ioas:
                 else:
                     self._pin(area, [domain])
                     done.append(area)
+                    if area.pages.keeps(area.index, area.last_index):
+                        self._retranslate(area)
         except KernelError:
             for area in done:
-                self._unpin(area)
+                self._unpin_translated(area)
             raise
 
     def _pin(self, area: Area, domains: list[Domain]) -> None:
@@ -684,6 +777,33 @@ class Ioas:
             area.small_ioptes.update(domains)
         else:
             area.small_ioptes.difference_update(domains)
+
+    def _translate(self, area: Area) -> None:
+        """Enter ``area`` in the translation table: where a pin keeps its shared pages, through
+        the kept window (Pages.reach); an area no domain holds is reached through the mapping
+        process, so the table never points at a window its own pin does not hold."""
+        if area.pinned:
+            pieces = area.pages.reach(area.start_byte, area.length)
+        else:
+            pieces = [(area.pages.source_key, area.vaddr, area.length)]
+        iova = area.iova
+        for owner, vaddr, length in pieces:
+            # IOMMU_READ/IOMMU_WRITE have PROT_READ's and PROT_WRITE's values.
+            self.table.map(iova, length, vaddr, area.prot, self.owners.token(owner))
+            iova += length
+
+    def _retranslate(self, area: Area) -> None:
+        """The pins of an area in the table changed: enter it anew."""
+        self.table.unmap(area.iova, area.length)
+        self._translate(area)
+
+    def _unpin_translated(self, area: Area) -> None:
+        """Unpin an area that stays in the table, re-entering it if it was reached through a
+        kept window (which its pin may have been the last to hold)."""
+        kept = area.pinned and area.pages.keeps(area.index, area.last_index)
+        self._unpin(area)
+        if kept:
+            self._retranslate(area)
 
     def _unpin(self, area: Area) -> None:
         if area.pinned:
@@ -762,9 +882,7 @@ class Ioas:
             for area in areas:
                 if self.domains:
                     self._pin(area, self.domains)
-                # IOMMU_READ/IOMMU_WRITE have PROT_READ's and PROT_WRITE's values.
-                self.table.map(area.iova, area.length, area.vaddr, prot,
-                               self.owners.token(area.pages.source_key))
+                self._translate(area)
                 done.append(area)
         except KernelError:
             if done:
