@@ -135,7 +135,8 @@ class FakeFile:
 
     def __init__(self, size: int, *, writable: bool = True, pinnable: bool = True,
                  write_sealed: bool = False, owner: ProcessKey | None = None,
-                 buffer: ctypes.Array[ctypes.c_char] | None = None) -> None:
+                 buffer: ctypes.Array[ctypes.c_char] | None = None,
+                 identity: FileIdentity | None = None) -> None:
         self._buffer = buffer if buffer is not None else ctypes.create_string_buffer(max(size, 1))
         self._size = size
         self.writable = writable
@@ -145,6 +146,7 @@ class FakeFile:
         self.windows: list[tuple[int, int]] = []
         self.closed = False
         self.references: list[FakeFile] = []
+        self._identity = identity
 
     @property
     def base(self) -> int:
@@ -177,7 +179,8 @@ class FakeFile:
         """Another reference to the same file (the same bytes), as opening it again gives;
         each is listed in ``references`` so a test can see them all closed."""
         other = FakeFile(self._size, writable=self.writable, pinnable=self.pinnable,
-                         write_sealed=self.write_sealed, owner=self.owner, buffer=self._buffer)
+                         write_sealed=self.write_sealed, owner=self.owner, buffer=self._buffer,
+                         identity=self._identity)
         self.references.append(other)
         return other
 
@@ -187,7 +190,7 @@ class FakeFile:
 
     @property
     def identity(self) -> FileIdentity | None:
-        return None
+        return self._identity
 
 
 class ForeignFile:

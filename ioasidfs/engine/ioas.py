@@ -51,7 +51,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from ..config import IommuConfig, ReservedRegion
 from ..errors import KernelError
-from .caller import PAGE_SIZE, Caller, CallerFile, ProcessKey, SharedPin
+from .caller import PAGE_SIZE, Caller, CallerFile, FileIdentity, ProcessKey
+from .kept import KeptShared, keep_shared, reach
 from .locked import LockedMemory, UserLockedMemory
 from .intervals import IntervalBlocks
 from .translate import OwnerRegistry, TranslationTable, new_table
@@ -138,12 +139,11 @@ class Pages:
     any of them covers it).
 
     A pin of *shared* memory holds what the kernel's pin holds, the file's pages, beyond the
-    process: pinning pages no pin covered yet takes a reference on the file behind each shared
-    mapping there (``Caller.keep_shared``) and a DMA window over it, and :meth:`reach` then
-    sends the pinned pages' bytes through that window -- after the mapping process has
-    exited or remapped those addresses, as the kernel's pinned folios are still reached. The
-    reference goes when none of its pages is pinned any more. Private memory keeps nothing:
-    it is reached through the process, and DMA to it fails once the process is gone.
+    process (``ioasidfs.engine.kept``): pinning pages no pin covered yet keeps each shared
+    mapping there, and :meth:`reach` sends the pinned pages' bytes through the kept window --
+    after the mapping process has exited or remapped those addresses, as the kernel's pinned
+    folios are still reached. A reference goes when none of its pages is pinned any more.
+    Private memory keeps nothing: DMA to it fails once its process is gone.
     """
 
     def __init__(self, source: Caller, uptr: int, length: int, writable: bool,
@@ -169,7 +169,7 @@ class Pages:
         # releases what the pages hold (a file reference and its DMA window).
         self.users = 0
         # What the pins hold of shared memory, oldest first (see _keep_shared).
-        self._kept: list[_KeptShared] = []
+        self._kept: list[KeptShared] = []
 
     @property
     def hint_base(self) -> int:
@@ -231,58 +231,42 @@ class Pages:
         self._release_unpinned()
 
     def _keep_shared(self, first: int, last: int) -> None:
-        """Newly pinned pages [first, last]: take a reference on each shared mapping's file
-        there and a window over its pages. A reference whose window cannot be made is dropped
-        (those pages stay reached through the process, as before)."""
-        start = self.uptr + first * PAGE_SIZE
-        try:
-            pins = self.source.keep_shared(start, self.uptr + (last + 1) * PAGE_SIZE)
-        except KernelError:
-            return  # gone since the pin's check: nothing to keep
-        for pin in pins:
-            owner, window = pin.file.window(pin.offset, pin.end - pin.start)
-            if not window:
-                pin.file.close()
-                continue
-            self._kept.append(_KeptShared(
-                max(first, (pin.start - self.uptr) // PAGE_SIZE),
-                min(last, (pin.end - self.uptr) // PAGE_SIZE - 1), pin, owner, window))
+        """Newly pinned pages [first, last]: keep the shared memory among them."""
+        self._kept += keep_shared(self.source, self.uptr + first * PAGE_SIZE,
+                                  self.uptr + (last + 1) * PAGE_SIZE)
+
+    def _kept_pages(self, kept: KeptShared) -> tuple[int, int]:
+        """The page indexes [first, last] ``kept`` covers."""
+        return (kept.start - self.uptr) // PAGE_SIZE, (kept.end - 1 - self.uptr) // PAGE_SIZE
 
     def _release_unpinned(self) -> None:
         """Drop the references none of whose pages any pin still covers (the pin went)."""
         for kept in list(self._kept):
-            if self._uncovered(kept.first, kept.last) == [(kept.first, kept.last)]:
+            first, last = self._kept_pages(kept)
+            if self._uncovered(first, last) == [(first, last)]:
                 self._kept.remove(kept)
                 kept.release()
 
+    def kept_file_page(self, vaddr: int) -> tuple[FileIdentity, int] | None:
+        """The file and offset of the page a kept reference holds for the mapping process's
+        address ``vaddr`` (the pinned page itself, whatever that process does or did since),
+        or None when no pin keeps it or the file is unknown."""
+        for kept in reversed(self._kept):
+            if kept.start <= vaddr < kept.end:
+                identity = kept.pin.file.identity
+                return None if identity is None else (identity, kept.pin.offset + vaddr - kept.pin.start)
+        return None
+
     def keeps(self, first: int, last: int) -> bool:
         """Whether any of pages [first, last] is reached through a kept reference."""
-        return any(k.first <= last and first <= k.last for k in self._kept)
+        return any(kept.start < self.uptr + (last + 1) * PAGE_SIZE
+                   and self.uptr + first * PAGE_SIZE < kept.end for kept in self._kept)
 
     def reach(self, start_byte: int, length: int) -> list[tuple[ProcessKey, int, int]]:
         """Where bytes [start_byte, start_byte+length) of the span (offsets from page 0) are
-        reached now, as (owner, vaddr, length) pieces in order: through the newest kept
-        reference covering a page, else through the mapping process (``source_key``)."""
-        end = start_byte + length
-        if not self._kept:
-            return [(self.source_key, self.uptr + start_byte, length)]
-        cuts = {start_byte, end}
-        for kept in self._kept:
-            for cut in (kept.first * PAGE_SIZE, (kept.last + 1) * PAGE_SIZE):
-                if start_byte < cut < end:
-                    cuts.add(cut)
-        bounds = sorted(cuts)
-        pieces: list[tuple[ProcessKey, int, int]] = []
-        for lo, hi in zip(bounds, bounds[1:]):
-            index = lo // PAGE_SIZE
-            covering = [k for k in self._kept if k.first <= index <= k.last]
-            owner, vaddr = ((covering[-1].owner, covering[-1].address(self.uptr + lo))
-                            if covering else (self.source_key, self.uptr + lo))
-            if pieces and pieces[-1][0] == owner and pieces[-1][1] + pieces[-1][2] == vaddr:
-                pieces[-1] = (owner, pieces[-1][1], pieces[-1][2] + hi - lo)
-            else:
-                pieces.append((owner, vaddr, hi - lo))
-        return pieces
+        reached now: (owner, vaddr, length) pieces, through kept windows where pins keep the
+        pages, else through the mapping process (``source_key``)."""
+        return reach(self._kept, self.source_key, self.uptr + start_byte, length)
 
     def is_pinned(self, index: int) -> bool:
         """Whether page ``index`` is pinned (some loaded area covers it)."""
@@ -355,27 +339,6 @@ class Pages:
         self.source = caller
         self.mm = caller.process_key()
         self.uid = caller.uid() if self.mode is AccountMode.USER else -1
-
-
-@dataclass
-class _KeptShared:
-    """One reference a pin holds on shared memory: pages [first, last] of a Pages object are
-    reached through ``window`` (in ``owner``'s address space), which maps the pin's file from
-    the address ``pin.start`` of the mapping process on."""
-
-    first: int
-    last: int
-    pin: SharedPin
-    owner: ProcessKey
-    window: int
-
-    def address(self, vaddr: int) -> int:
-        """The window address of the mapping process's address ``vaddr``."""
-        return self.window + vaddr - self.pin.start
-
-    def release(self) -> None:
-        self.pin.file.unmap_window(self.window, self.pin.end - self.pin.start)
-        self.pin.file.close()
 
 
 def _charge_to(caller: Caller, mode: AccountMode, uid: int, mm: ProcessKey, count: int,

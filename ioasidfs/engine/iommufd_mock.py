@@ -640,7 +640,8 @@ class PageIdentities:
     * anywhere else (private memory): (the process, the address), as no other process or
       mapping can reach that page.
 
-    A process that has gone keeps its private identities (its pages are still pinned)."""
+    A process that has gone keeps its private identities (its pages are still pinned); a
+    pinned page of its shared memory stays the file's (``Pages.kept_file_page``)."""
 
     def __init__(self) -> None:
         self._shared: dict[object, list[SharedMapping]] = {}
@@ -655,6 +656,9 @@ class PageIdentities:
             if identity is not None:
                 return identity, pages.start + addr - pages.uptr
             return pages.source_key, addr
+        kept = pages.kept_file_page(addr)
+        if kept is not None:
+            return kept  # a pinned page of shared memory: the file's, even after its mapper exits
         source = pages.source
 
         def mappings() -> list[SharedMapping]:

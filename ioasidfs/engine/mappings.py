@@ -11,10 +11,11 @@ compares inclusive ends for that reason (before, ``iova + size`` wrapped to 0 th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from .caller import ProcessKey
+from .kept import KeptShared
 from .intervals import IntervalBlocks
 
 
@@ -37,6 +38,8 @@ class DmaMapping:
     locked_pages: int
     vaddr_invalid: bool = False
     dirty_bitmap: int | None = None
+    # What the pin holds of shared memory (``kept.py``), in terms of ``vaddr``.
+    kept: list[KeptShared] = field(default_factory=list)
 
     @property
     def end(self) -> int:

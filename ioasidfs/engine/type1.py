@@ -28,6 +28,7 @@ from .dirty import (DIRTY_BITMAP_PAGES_MAX, DIRTY_BITMAP_SIZE_MAX, access_ok, cl
                     lowest_bit_shift, pages_in, update_user_bitmap, verify_bitmap_size)
 from .files import FileKind, OpenFile
 from .locked import LockedMemory
+from .kept import keep_shared, reach
 from .mappings import DmaMapping, MappingStore
 from .translate import OwnerRegistry, TranslationTable, new_table
 
@@ -209,13 +210,15 @@ class Type1Iommu:
         if self.dirty_tracking and size >> self.pgshift > DIRTY_BITMAP_PAGES_MAX:
             self.locked.uncharge(owner, charged)
             raise KernelError(errno.EINVAL, "MAP_DMA: too many pages to track dirty pages of")
-        mapping = DmaMapping(iova, size, vaddr, prot, owner, charged)
+        mapping = DmaMapping(iova, size, vaddr, prot, owner, charged,
+                             kept=keep_shared(caller, vaddr, vaddr + size))
         if self.dirty_tracking:
             mapping.dirty_bitmap = 0
         try:
-            # READ/WRITE have PROT_READ's and PROT_WRITE's values.
-            self.table.map(iova, size, vaddr, prot, self.owners.token(owner))
+            self._translate(mapping)
         except KernelError:
+            self.table.unmap(iova, size)
+            self._release_kept(mapping)
             self.locked.uncharge(owner, charged)
             raise
         self.mappings.insert(mapping)
@@ -259,9 +262,10 @@ class Type1Iommu:
         if self.dirty_tracking:
             self._gather_dirty(mapping)  # what devices wrote survives the new entry
         self.table.unmap(mapping.iova, mapping.size)
-        self.table.map(mapping.iova, mapping.size, vaddr, mapping.prot,
-                       self.owners.token(mapping.owner))
+        for kept in mapping.kept:  # still the pages pinned at MAP_DMA
+            kept.rebase(vaddr - mapping.vaddr)
         mapping.vaddr = vaddr
+        self._translate(mapping)
         mapping.vaddr_invalid = False
         self.vaddr_invalid_count -= 1
         return 0
@@ -343,10 +347,28 @@ class Type1Iommu:
             raise KernelError(errno.EINVAL, f"{what}: {last + 1:#x} is inside [{final.iova:#x}, "
                                             f"{final.end:#x})")
 
+    def _translate(self, mapping: DmaMapping) -> None:
+        """Enter ``mapping`` in the table: through the windows its pin keeps of shared memory
+        (``kept.py``: reached after the mapper has gone, as the kernel's pinned pages are),
+        through the owner's address space elsewhere."""
+        iova = mapping.iova
+        for owner, vaddr, length in reach(mapping.kept, mapping.owner, mapping.vaddr, mapping.size):
+            # READ/WRITE have PROT_READ's and PROT_WRITE's values.
+            self.table.map(iova, length, vaddr, mapping.prot, self.owners.token(owner))
+            iova += length
+
+    @staticmethod
+    def _release_kept(mapping: DmaMapping) -> None:
+        """The pin goes: so do its references on shared memory (after the table let go)."""
+        for kept in mapping.kept:
+            kept.release()
+        mapping.kept = []
+
     def _remove(self, mapping: DmaMapping) -> None:
         """vfio_remove_dma: unmap, unpin, give the charge back to the owner, free the slot."""
         self.mappings.remove(mapping)
         self.table.unmap(mapping.iova, mapping.size)
+        self._release_kept(mapping)
         self.locked.uncharge(mapping.owner, mapping.locked_pages)
         if mapping.vaddr_invalid:
             self.vaddr_invalid_count -= 1

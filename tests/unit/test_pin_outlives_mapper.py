@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
+from typing import Any
 
 import pytest
 
+from ioasidfs.config import load_config
 from ioasidfs.devices import dma
+from ioasidfs.engine import Engine, FileKind
 from ioasidfs.engine.caller import PAGE_SIZE, Caller, FakeFile, FakeMemory
 from ioasidfs.engine.ioas import Domain, Ioas, U64_MAX
+from ioasidfs.engine.iommufd_mock import PageIdentities, iopte
 from ioasidfs.engine.translate import FaultReason
+from ioasidfs.engine.type1 import Type1Iommu
+from ioasidfs.uapi import vfio as V
 from ioasidfs.errors import IommuFault, KernelError
 
 RW = 3
 SHARED = 0x10_0000      # the mapper's MAP_SHARED mapping of ``file``: 4 pages
 PRIVATE = SHARED + 4 * PAGE_SIZE  # right after it: 4 pages of private memory
 IOVA = 0x40_0000
+FILE = (0, 1, 4242)  # the shmem file's (device major, minor, inode)
 NO_SUCH_PID = 0x7FFF_FFF0  # beyond any pid_max: pidfd_open fails, the DMA layer sees it gone
 
 
@@ -30,7 +38,7 @@ class Mapper:
 
     def __init__(self) -> None:
         self.memory = FakeMemory()
-        self.file = FakeFile(8 * PAGE_SIZE)
+        self.file = FakeFile(8 * PAGE_SIZE, identity=FILE)
         self.memory.map_shared(SHARED, self.file, PAGE_SIZE, 4 * PAGE_SIZE)
         self.memory.map(PRIVATE, 4 * PAGE_SIZE)
         self.alive = True
@@ -154,3 +162,61 @@ def test_a_failed_pin_keeps_nothing() -> None:
         ioas.map_user(mapper.caller, IOVA, SHARED, 9 * PAGE_SIZE, RW, account_mm=False)
     assert error.value.errno == errno.EFAULT
     assert mapper.file.references == [] and len(ioas.table) == 0
+
+
+def test_a_kept_page_is_still_the_files_for_the_selftests_page_checks() -> None:
+    """MD_CHECK_MAP after fork_gone: the parent's buffer and the exited child's pinned pages
+    are the same shmem pages (the kernel compares struct pages); private ones stay the
+    child's."""
+    mapper = Mapper()
+    ioas = Ioas()
+    ioas.add_domain(_domain())
+    ioas.map_user(mapper.caller, IOVA, SHARED, 8 * PAGE_SIZE, RW, account_mm=False)
+    mapper.exit()
+    parent = Caller(pid=os.getpid(), memory=FakeMemory(),
+                    shared_mappings=lambda start, end: [(SHARED, PRIVATE, FILE, PAGE_SIZE)])
+    identities = PageIdentities()
+    assert iopte(ioas, IOVA + 2 * PAGE_SIZE + 8, identities) == (FILE, 3 * PAGE_SIZE + 8) \
+        == identities.of_caller(parent, SHARED + 2 * PAGE_SIZE + 8)
+    assert iopte(ioas, IOVA + 4 * PAGE_SIZE, identities) == ((NO_SUCH_PID, 1), PRIVATE)
+
+
+# ---------------------------------------------------------------- type1 (VFIO_IOMMU_MAP_DMA)
+
+ARG = 0x1000  # where the helper's ioctl arguments live
+
+
+def _type1_with_a_helper_mapping() -> tuple[Mapper, Engine, Any, Type1Iommu]:
+    """A type1v2 container holding group 1, and a helper process (the Mapper) that maps its
+    shared + private memory at IOVA with MAP_DMA; the container's fds are the helper's."""
+    mapper = Mapper()
+    mapper.memory.map(ARG, PAGE_SIZE)
+    engine = Engine(load_config(None), still_open=lambda f: True)
+    fds: dict[int, object] = {}
+    mapper.caller.resolve_fd = fds.__getitem__
+    container = engine.open(FileKind.CONTAINER, None, mapper.caller)
+    group = engine.open(FileKind.GROUP, 1, mapper.caller)
+    fds[3] = container
+    mapper.memory.write(ARG, struct.pack("<i", 3))
+    group.ioctl(mapper.caller, V.VFIO_GROUP_SET_CONTAINER, ARG)
+    container.ioctl(mapper.caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU)
+    mapper.memory.write(ARG, V.DMA_MAP.pack(argsz=32, flags=RW, vaddr=SHARED, iova=IOVA,
+                                            size=8 * PAGE_SIZE))
+    container.ioctl(mapper.caller, V.VFIO_IOMMU_MAP_DMA, ARG)
+    iommu = container.container.iommu
+    assert isinstance(iommu, Type1Iommu)
+    return mapper, engine, container, iommu
+
+
+def test_type1_dma_reaches_a_helpers_shared_memory_after_it_exits() -> None:
+    mapper, engine, container, iommu = _type1_with_a_helper_mapping()
+    (reference,) = mapper.open_references()
+    mapper.exit()
+    space = engine.dma_space(1)
+    dma.dma_write(space, IOVA + 8, b"type1")
+    assert mapper.file.data[PAGE_SIZE + 8:PAGE_SIZE + 13] == b"type1"
+    with pytest.raises(IommuFault) as fault:  # its private memory went with it
+        dma.dma_read(space, IOVA + 4 * PAGE_SIZE, 8)
+    assert fault.value.reason is FaultReason.OWNER_EXITED
+    iommu.release()  # the container goes: the pin, and the reference with it
+    assert reference.closed and reference.windows == []
