@@ -23,9 +23,11 @@ Two limits of emulation, stated rather than hidden:
 
 * Real hardware DMA into pinned pages still works after the process munmap()s them (the IOMMU
   maps physical pages); ours reaches the process's *virtual* memory, so it faults instead
-  (``OWNER_MEMORY``). If the remote range becomes inaccessible halfway through a transfer, the
-  bytes before that point have been copied (process_vm_* never rolls back); the fault is still
-  raised and, for a write, the whole range is marked dirty so dirty tracking never under-reports.
+  (``OWNER_MEMORY``) -- except for pinned shared memory, which the engine keeps through a
+  window of its own (``ioasidfs.engine.kept``) and translates there. If the remote range
+  becomes inaccessible halfway through a transfer, the bytes before that point have been
+  copied (process_vm_* never rolls back); the fault is still raised and, for a write, the
+  whole range is marked dirty so dirty tracking never under-reports.
 * Translation and copy are two steps: an UNMAP racing with a DMA may let that DMA complete into
   memory that was just unmapped, as an in-flight DMA can on real hardware before the IOTLB
   flush. The caller (the daemon's engine lock) decides how strictly to serialise the two.
