@@ -1,6 +1,7 @@
 """Shared fixtures: C programs compiled at test time; no test may leave a mount behind."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,3 +50,36 @@ def no_stale_mounts() -> Iterator[None]:
         subprocess.run(["umount", "-l", line.split()[1]], check=False)
     assert not leaked, f"a test left ioasidfs mounts behind: {leaked}"
 
+
+
+NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+
+
+def _free_huge_pages() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("HugePages_Free:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.fixture
+def huge_pages() -> Iterator[None]:
+    """Two free 2 MiB huge pages for the test's duration: vm.nr_hugepages is raised when fewer
+    are free (root only) and put back afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("reserving huge pages (vm.nr_hugepages) needs root")
+    with open(NR_HUGEPAGES) as f:
+        before = int(f.read())
+    wanted = before + max(0, 2 - _free_huge_pages())
+    if wanted != before:
+        with open(NR_HUGEPAGES, "w") as f:
+            f.write(str(wanted))
+    try:
+        if _free_huge_pages() < 2:
+            pytest.skip("the kernel could not reserve two huge pages")
+        yield
+    finally:
+        if wanted != before:
+            with open(NR_HUGEPAGES, "w") as f:
+                f.write(str(before))

@@ -2,15 +2,12 @@
 kernel's IOMMU code would map with one large IOPTE (physically contiguous from an aligned
 frame), read from /proc/self/pagemap.
 
-Frame numbers need CAP_SYS_ADMIN, and hugetlb memory needs reserved huge pages: the fixture
-reserves two 2 MiB pages for the test (vm.nr_hugepages) when none are free, and puts the
-setting back afterwards.
+Frame numbers need CAP_SYS_ADMIN; hugetlb memory comes from conftest's ``huge_pages``.
 """
 from __future__ import annotations
 
 import ctypes
 import os
-from typing import Iterator
 
 import pytest
 
@@ -25,37 +22,7 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
                        ctypes.c_long]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_POPULATE, MAP_HUGETLB = 0x01, 0x02, 0x20, 0x8000, 0x40000
-NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
 PID = os.getpid()
-
-
-def _free_huge_pages() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("HugePages_Free:"):
-                return int(line.split()[1])
-    return 0
-
-
-@pytest.fixture
-def huge_pages() -> Iterator[None]:
-    """Two free 2 MiB huge pages for the test's duration."""
-    if os.geteuid() != 0:
-        pytest.skip("frame numbers in /proc/PID/pagemap need CAP_SYS_ADMIN")
-    with open(NR_HUGEPAGES) as f:
-        before = int(f.read())
-    wanted = before + max(0, 2 - _free_huge_pages())
-    if wanted != before:
-        with open(NR_HUGEPAGES, "w") as f:
-            f.write(str(wanted))
-    try:
-        if _free_huge_pages() < 2:
-            pytest.skip("the kernel could not reserve two huge pages")
-        yield
-    finally:
-        if wanted != before:
-            with open(NR_HUGEPAGES, "w") as f:
-                f.write(str(before))
 
 
 def _mmap(size: int, flags: int) -> int:
