@@ -43,7 +43,7 @@ MUST_PASS = {
     # access fds: pins, reads and writes through an IOAS, a live child's memory
     "iommufd_ioas.mock_domain.access_pin", "iommufd_ioas.mock_domain.access_pin_unmap",
     "iommufd_ioas.mock_domain.access_rw", "iommufd_ioas.mock_domain.access_rw_unaligned",
-    "iommufd_ioas.mock_domain.fork_present",
+    "iommufd_ioas.mock_domain.fork_present", "iommufd_ioas.mock_domain.fork_gone",
     # page identities, replace, HWPT rotation, dirty-tracking domains
     "iommufd_mock_domain.one_domain.basic", "iommufd_mock_domain.one_domain.ro_unshare",
     "iommufd_mock_domain.one_domain.all_aligns", "iommufd_mock_domain.one_domain.user_copy",
