@@ -354,6 +354,11 @@ class IommufdContext:
         del self.objects[object_id]
         self._destructor(obj)
 
+    def abort_and_destroy(self, object_id: int) -> None:
+        """iommufd_object_abort_and_destroy: an object whose ioctl failed after its id was
+        allocated (typically writing the id back) loses the id and is destroyed."""
+        self._destructor(self.objects.pop(object_id))
+
     def _destructor(self, obj: object) -> None:
         if isinstance(obj, Ioas):
             obj.destroy()
@@ -1283,8 +1288,7 @@ class IommufdContext:
             I.HWPT_ALLOC.write_fields(data, out_hwpt_id=hwpt_id)
             ucmd_respond(caller, arg, data)
         except KernelError:
-            del self.objects[hwpt_id]
-            self._destructor(hwpt)
+            self.abort_and_destroy(hwpt_id)
             raise
         return 0
 

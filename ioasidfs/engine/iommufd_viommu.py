@@ -443,8 +443,7 @@ def viommu_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: int)
         I.VIOMMU_ALLOC.write_fields(data, out_viommu_id=viommu_id)
         ucmd_respond(caller, arg, data)
     except KernelError:
-        del ctx.objects[viommu_id]
-        viommu.destroy(ctx)
+        ctx.abort_and_destroy(viommu_id)
         raise
     return 0
 
@@ -473,8 +472,7 @@ def vdevice_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: int
         I.VDEVICE_ALLOC.write_fields(data, out_vdevice_id=vdev_id)
         ucmd_respond(caller, arg, data)
     except KernelError:
-        del ctx.objects[vdev_id]
-        vdev.destroy(ctx)
+        ctx.abort_and_destroy(vdev_id)
         raise
     return 0
 
@@ -548,8 +546,7 @@ def hw_queue_alloc(ctx: IommufdContext, caller: Caller, data: bytearray, arg: in
         I.HW_QUEUE_ALLOC.write_fields(data, out_hw_queue_id=queue_id)
         ucmd_respond(caller, arg, data)
     except KernelError:
-        del ctx.objects[queue_id]
-        queue.destroy(ctx)
+        ctx.abort_and_destroy(queue_id)
         raise
     return 0
 
