@@ -45,6 +45,7 @@
 #include "labels.h"
 #include "iommufd_cdev.h"
 #include "dma_pattern.h"
+#include "edu_regs.h"
 
 #define BDF "0000:00:01.0"
 #define CDEV "/dev/vfio/devices/vfio0"
@@ -55,25 +56,8 @@
 
 typedef unsigned long long ull;
 
-/* edu registers (QEMU docs/specs/edu.rst) */
-#define EDU_ID		0x00
-#define EDU_IRQ_STATUS	0x24
-#define EDU_IRQ_ACK	0x64
-#define EDU_DMA_SRC	0x80
-#define EDU_DMA_DST	0x88
-#define EDU_DMA_CNT	0x90
-#define EDU_DMA_CMD	0x98
-#define EDU_BUF		0x40000
-#define DMA_RUN		0x1
-#define DMA_TO_RAM	0x2
-#define DMA_IRQ		0x4
-#define IRQ_DMA		0x100
-
 #define IOVA1 0x100000ULL
 #define IOVA2 0x200000ULL
-
-#define BAR0 ((off_t)VFIO_PCI_BAR0_REGION_INDEX << 40)
-#define CFG ((off_t)VFIO_PCI_CONFIG_REGION_INDEX << 40)
 
 static int dev = -1;		/* the cdev the edu helpers use */
 
@@ -169,15 +153,6 @@ static void detach(const char *what, int cdev, uint32_t argsz, uint32_t flags)
 
 /* ------------------------------------------------------------------ edu */
 
-static uint32_t reg_peek(unsigned int off)
-{
-	uint32_t v = 0xffffffffu;
-
-	if (pread(dev, &v, 4, BAR0 + off) != 4)
-		return 0xffffffffu;
-	return v;
-}
-
 static void reg_write(unsigned int off, uint32_t v, const char *name)
 {
 	char label[160];
@@ -187,14 +162,6 @@ static void reg_write(unsigned int off, uint32_t v, const char *name)
 	errno = 0;
 	r = pwrite(dev, &v, 4, BAR0 + off);
 	report(label, r, errno);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* One DMA transfer: program it, start it, wait (bounded) for RUN to clear. */
@@ -211,12 +178,12 @@ static void dma(uint64_t src, uint64_t dst, uint32_t cnt, uint32_t cmd, const ch
 	reg_write(EDU_DMA_DST, (uint32_t)dst, "DMA dst");
 	reg_write(EDU_DMA_CNT, cnt, "DMA count");
 	reg_write(EDU_DMA_CMD, cmd, "DMA cmd");
-	end = now() + 5.0;
+	end = edu_now() + 5.0;
 	for (;;) {
-		v = reg_peek(EDU_DMA_CMD);
+		v = edu_peek(dev, EDU_DMA_CMD);
 		if (v != 0xffffffffu && !(v & DMA_RUN))
 			break;
-		if (now() > end) {
+		if (edu_now() > end) {
 			v = 0xffffffffu;
 			break;
 		}
@@ -409,7 +376,7 @@ int main(void)
 	dma(IOVA1, EDU_BUF, XFER, DMA_RUN, "attached: buf1 -> device");
 	dma(EDU_BUF, IOVA2, XFER, DMA_RUN | DMA_TO_RAM | DMA_IRQ, "attached: device -> buf2, irq");
 	irq_wait(efd, 5000, "MSI after DMA");
-	v = reg_peek(EDU_IRQ_STATUS);
+	v = edu_peek(dev, EDU_IRQ_STATUS);
 	note("edu: irq status", "0x%08x", v);
 	reg_write(EDU_IRQ_ACK, IRQ_DMA, "interrupt ack");
 	describe("dma: attached: buf2[0x0000..0x0800]", buf2, XFER, 1, 0xcc);

@@ -31,7 +31,6 @@
 #define PG 4096UL
 #define IOVA_A 0x100000UL	/* 16 pages */
 #define IOVA_B 0x110000UL	/* 8 pages, right after A: bit 16 of a bitmap based at A */
-#define EDU_BUF 0x40000UL	/* the device's own 4 KiB buffer */
 
 static int efd;
 
@@ -39,14 +38,14 @@ static int efd;
 static int dma(uint64_t src, uint64_t dst, uint32_t count, int to_ram)
 {
 	uint64_t n;
-	wr(0x80, src);
-	wr(0x88, dst);
-	wr(0x90, count);
-	wr(0x98, 0x1 | (to_ram ? 0x2 : 0) | 0x4);
+	wr(EDU_DMA_SRC, src);
+	wr(EDU_DMA_DST, dst);
+	wr(EDU_DMA_CNT, count);
+	wr(EDU_DMA_CMD, DMA_RUN | (to_ram ? DMA_TO_RAM : 0) | DMA_IRQ);
 	struct pollfd p = { .fd = efd, .events = POLLIN };
 	if (poll(&p, 1, 2000) != 1 || read(efd, &n, 8) != 8)
 		return -1;
-	wr(0x64, rd(0x24));
+	wr(EDU_IRQ_ACK, rd(EDU_IRQ_STATUS));
 	return (int)n;
 }
 

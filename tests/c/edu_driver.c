@@ -56,6 +56,7 @@
 #include <linux/vfio.h>
 #include "probe.h"
 #include "labels.h"
+#include "edu_regs.h"
 
 #define BDF "0000:00:01.0"
 #define SYSDEV "/sys/bus/pci/devices/" BDF
@@ -63,43 +64,18 @@
 
 typedef unsigned long long ull;
 
-/* edu registers (docs/specs/edu.rst) */
-#define EDU_ID		0x00
-#define EDU_LIVENESS	0x04
-#define EDU_FACT	0x08
-#define EDU_STATUS	0x20
-#define EDU_IRQ_STATUS	0x24
-#define EDU_IRQ_RAISE	0x60
-#define EDU_IRQ_ACK	0x64
-#define EDU_DMA_SRC	0x80
-#define EDU_DMA_DST	0x88
-#define EDU_DMA_CNT	0x90
-#define EDU_DMA_CMD	0x98
-#define EDU_BUF		0x40000
-#define EDU_BUF_SIZE	0x1000
 /*
- * Transfers stay inside the 4 KiB buffer without reaching its end: QEMU
+ * The edu's registers are in edu_regs.h. Transfers stay inside the 4 KiB buffer without reaching its end: QEMU
  * before 8.0 (the reference VM runs 7.2) aborts on a transfer that ends
  * exactly at 0x41000 (an off-by-one in edu_check_range, fixed by "hw/misc/
  * edu: fix 2 off-by-one errors").
  */
 #define XFER		0x800
 
-#define STATUS_COMPUTING 0x01
-#define STATUS_IRQFACT	0x80
-#define DMA_RUN		0x1
-#define DMA_TO_RAM	0x2
-#define DMA_IRQ		0x4
-#define IRQ_FACT	0x1
-#define IRQ_DMA		0x100
-
 #define IOVA1 0x100000ULL
 #define IOVA2 0x200000ULL
 #define IOVA_HOLE 0x300000ULL
 #define BUFSZ 0x2000UL
-
-#define BAR0 ((off_t)VFIO_PCI_BAR0_REGION_INDEX << 40)
-#define CFG ((off_t)VFIO_PCI_CONFIG_REGION_INDEX << 40)
 
 /* ------------------------------------------------------------------ */
 /* sysfs                                                               */
@@ -282,16 +258,6 @@ static uint32_t reg_read(unsigned int off, const char *name)
 	return 0xffffffffu;
 }
 
-/* Silent 32-bit read, for polling; ~0 on failure. */
-static uint32_t reg_peek(unsigned int off)
-{
-	uint32_t v = 0;
-
-	if (pread(dev, &v, 4, BAR0 + off) != 4)
-		return 0xffffffffu;
-	return v;
-}
-
 static void reg_write(unsigned int off, uint32_t v, const char *name)
 {
 	char label[128];
@@ -304,14 +270,6 @@ static void reg_write(unsigned int off, uint32_t v, const char *name)
 	report(label, r, errno);
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /*
  * Polls register 'off' until (value & mask) == want, at most 'secs'
  * seconds; prints "done" or "timeout" (never the number of polls), then
@@ -320,15 +278,15 @@ static double now(void)
 static void reg_wait(unsigned int off, uint32_t mask, uint32_t want,
 		     double secs, const char *what)
 {
-	double end = now() + secs;
+	double end = edu_now() + secs;
 	uint32_t v;
 	char label[160];
 
 	for (;;) {
-		v = reg_peek(off);
+		v = edu_peek(dev, off);
 		if (v != 0xffffffffu && (v & mask) == want)
 			break;
-		if (now() > end) {
+		if (edu_now() > end) {
 			v = 0xffffffffu;
 			break;
 		}

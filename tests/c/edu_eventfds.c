@@ -29,12 +29,6 @@
 #include "labels.h"
 #include "edu_vfio.h"
 
-#define EDU_LIVENESS 0x04	/* reads back the bitwise NOT of what was written */
-#define EDU_IRQ_STATUS 0x24
-#define EDU_IRQ_RAISE 0x60
-#define EDU_IRQ_ACK 0x64
-
-
 static void signal_efd(int fd)
 {
 	uint64_t one = 1;

@@ -16,9 +16,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <linux/vfio.h>
-
-#define BAR0 ((off_t)VFIO_PCI_BAR0_REGION_INDEX << 40)
-#define CONFIG ((off_t)VFIO_PCI_CONFIG_REGION_INDEX << 40)
+#include "edu_regs.h"
 
 struct edu_vfio {
 	int container, group, dev;
@@ -48,7 +46,7 @@ static void wr(unsigned off, uint32_t v)
 
 static void set_command(uint16_t cmd)
 {
-	if (pwrite(edu.dev, &cmd, 2, CONFIG + 4) != 2)
+	if (pwrite(edu.dev, &cmd, 2, CFG + 4) != 2)
 		die("command register");
 }
 

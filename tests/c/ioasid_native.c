@@ -52,24 +52,13 @@
 #include "labels.h"
 #include "iommufd_cdev.h"
 #include "dma_pattern.h"
+#include "edu_regs.h"
 
 #define BDF "0000:00:01.0"
 #define BUFSZ 0x2000UL
 #define XFER 0x800		/* inside the edu's 4 KiB buffer */
 
 typedef unsigned long long ull;
-
-/* edu registers (QEMU docs/specs/edu.rst) */
-#define EDU_DMA_SRC	0x80
-#define EDU_DMA_DST	0x88
-#define EDU_DMA_CNT	0x90
-#define EDU_DMA_CMD	0x98
-#define EDU_BUF		0x40000
-#define DMA_RUN		0x1
-#define DMA_TO_RAM	0x2
-
-#define BAR0 ((off_t)VFIO_PCI_BAR0_REGION_INDEX << 40)
-#define CFG ((off_t)VFIO_PCI_CONFIG_REGION_INDEX << 40)
 
 #define RW (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE)
 
@@ -245,23 +234,6 @@ static int reg_write(unsigned int off, uint32_t v)
 	return pwrite(dev, &v, 4, BAR0 + off) == 4;
 }
 
-static uint32_t reg_read(unsigned int off)
-{
-	uint32_t v = 0xffffffffu;
-
-	if (pread(dev, &v, 4, BAR0 + off) != 4)
-		return 0xffffffffu;
-	return v;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /*
  * One transfer of XFER bytes: program it, start it, wait (bounded) for RUN to clear.  One
  * line: "done", "timeout" or "register access failed".
@@ -280,12 +252,12 @@ static void dma(const char *what, uint64_t src, uint64_t dst, uint32_t cmd)
 		note(label, "register access failed");
 		return;
 	}
-	end = now() + 5.0;
+	end = edu_now() + 5.0;
 	for (;;) {
-		v = reg_read(EDU_DMA_CMD);
+		v = edu_peek(dev, EDU_DMA_CMD);
 		if (v != 0xffffffffu && !(v & DMA_RUN))
 			break;
-		if (now() > end) {
+		if (edu_now() > end) {
 			how = "timeout";
 			break;
 		}
