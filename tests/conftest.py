@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from support import C_DIR, ioasidfs_mounts
+from support import C_DIR, Buffer, ioasidfs_mounts
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +83,11 @@ def huge_pages() -> Iterator[None]:
         if wanted != before:
             with open(NR_HUGEPAGES, "w") as f:
                 f.write(str(before))
+
+
+@pytest.fixture
+def buf() -> Iterator[Buffer]:
+    """Four pages of this process's memory (support.Buffer), unmapped after the test."""
+    b = Buffer(4)
+    yield b
+    b.close()

@@ -1,6 +1,8 @@
 """Helpers shared by the tests (importable as ``support``: tests/ is on sys.path)."""
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 from ioasidfs.client import ProcessMemory, locked_pages, memlock_limit, start_time, user_range_ok
 from ioasidfs.engine import Caller
 
+PAGE = 4096
 ROOT = Path(__file__).resolve().parent.parent
 C_DIR = ROOT / "tests" / "c"
 EXPECTED_DIR = ROOT / "tests" / "expected"
@@ -59,3 +62,22 @@ def this_process_caller(resolve_fd: Callable[[int], object]) -> Caller:
                   check_user_range=lambda v, n, w: user_range_ok(pid, v, n, w),
                   locked_pages=lambda: locked_pages(pid),
                   start_time=lambda: start_time(pid), uid=os.getuid)
+
+
+class Buffer:
+    """Page-aligned anonymous memory of this process, and its address: what a test maps into
+    an IOAS or a container so that device DMA lands in real memory (``buf`` in conftest)."""
+
+    def __init__(self, pages: int) -> None:
+        self.map = mmap.mmap(-1, pages * PAGE)
+        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+
+    def at(self, offset: int, n: int) -> bytes:
+        return self.map[offset:offset + n]
+
+    def close(self) -> None:
+        """Drop the ctypes view first: mmap refuses to close while a buffer export lives."""
+        del self.addr
+        import gc
+        gc.collect()
+        self.map.close()

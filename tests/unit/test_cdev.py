@@ -10,7 +10,6 @@ import ctypes
 import errno
 import mmap
 import struct
-from typing import Iterator
 
 import pytest
 
@@ -21,7 +20,7 @@ from ioasidfs.engine.device import CdevFile
 from ioasidfs.errors import IommuFault, KernelError
 from ioasidfs.uapi import iommufd as I
 from ioasidfs.uapi import vfio as V
-from support import this_process_caller
+from support import Buffer, this_process_caller
 
 PG = 4096
 EDU = "0000:00:01.0"
@@ -104,22 +103,6 @@ class World:
 
 def bind_arg(iommufd: int, argsz: int = 16, flags: int = 0, tail: bytes = b"") -> bytes:
     return struct.pack("<IIiI", argsz, flags, iommufd, 0xFFFFFFFF) + tail
-
-
-class Buffer:
-    def __init__(self, pages: int) -> None:
-        self.map = mmap.mmap(-1, pages * PG)
-        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
-
-
-@pytest.fixture
-def buf() -> Iterator[Buffer]:
-    b = Buffer(4)
-    yield b
-    del b.addr
-    import gc
-    gc.collect()
-    b.map.close()
 
 
 def bound(w: World) -> tuple[OpenFile, OpenFile]:

@@ -12,9 +12,7 @@ import dataclasses
 import errno
 import io
 import json
-import mmap
 import os
-from typing import Iterator
 
 import pytest
 
@@ -28,22 +26,11 @@ from ioasidfs.engine.translate import FaultReason
 from ioasidfs.errors import IommuFault, KernelError
 from ioasidfs.trace import JsonLinesTracer, TextTracer
 from ioasidfs.uapi import vfio as V
-from support import this_process_caller
+from support import Buffer, this_process_caller
 
 PG = 4096
 IOVA = 0x100000
 RW = V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE
-
-
-class Buffer:
-    """Page-aligned anonymous memory of this process, and its address."""
-
-    def __init__(self, pages: int) -> None:
-        self.map = mmap.mmap(-1, pages * PG)
-        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
-
-    def at(self, offset: int, n: int) -> bytes:
-        return self.map[offset:offset + n]
 
 
 class Self:
@@ -92,16 +79,6 @@ class Self:
 
     def space(self) -> DmaSpace:
         return self.engine.dma_space(self.group_id)
-
-
-@pytest.fixture
-def buf() -> Iterator[Buffer]:
-    b = Buffer(4)
-    yield b
-    del b.addr
-    import gc
-    gc.collect()
-    b.map.close()
 
 
 def _type1(w: Self, v2: bool = True) -> OpenFile:
