@@ -331,6 +331,7 @@ def user_range_ok(pid: int, vaddr: int, size: int, write: bool) -> PinScan:
     """
     end = vaddr + size
     charged = 0
+    shared = False
     addr = vaddr
     needed = "w" if write else "r"
     for vma in _vmas(pid, vaddr, end):
@@ -351,10 +352,11 @@ def user_range_ok(pid: int, vaddr: int, size: int, write: bool) -> PinScan:
         if vma.private_anonymous and not write:
             pages -= _zero_pages(pid, addr, stop)
         charged += pages
+        shared = shared or bool(vma.shared and vma.inode)   # what keep_shared may keep
         addr = stop
         if addr >= end:
-            return PinScan(charged)
-    return PinScan(charged, errno.EFAULT) if addr < end else PinScan(charged)
+            return PinScan(charged, shared=shared)
+    return PinScan(charged, errno.EFAULT) if addr < end else PinScan(charged, shared=shared)
 
 
 def _pidfd_getfd(pidfd: int, fd: int) -> int:
@@ -555,14 +557,15 @@ def keep_shared(pid: int, start: int, end: int) -> list[SharedPin]:
         except OSError:
             continue
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 os.close(fd)
                 continue
             file = MappingFile(fd)
         except OSError:
             os.close(fd)
             continue
-        page = os.fstat(fd).st_blksize if _fs_type(fd) == HUGETLBFS_MAGIC else PAGE_SIZE
+        page = info.st_blksize if _fs_type(fd) == HUGETLBFS_MAGIC else PAGE_SIZE
         low = vma.start + (max(vma.start, start) - vma.start) // page * page
         high = min(vma.end, vma.start + -(-(min(vma.end, end) - vma.start) // page) * page)
         pins.append(SharedPin(low, high, file, vma.offset + low - vma.start))

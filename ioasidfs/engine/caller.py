@@ -33,10 +33,15 @@ class PinScan:
     charged to ``locked_vm`` (ordinary RAM; not the shared zero page, not VM_PFNMAP areas), and
     the errno of the stop, if any (EFAULT: hole, PROT_NONE, missing permission; EOPNOTSUPP:
     fs-dax). Whether RLIMIT_MEMLOCK or the fault wins is then the engine's business.
+
+    ``shared`` says whether the walk met a MAP_SHARED file mapping (shmem included): only then
+    can a pin keep anything beyond the process (:attr:`Caller.keep_shared`), so a pin of
+    private memory need not ask -- the same walk answers both.
     """
 
     charged_pages: int
     fault: int | None = None
+    shared: bool = False
 
 
 class ClientMemory(Protocol):
@@ -428,6 +433,7 @@ class FakeMemory:
     def scan_pin(self, vaddr: int, size: int, write: bool) -> PinScan:
         """Pinning's page walk over this address space (see :class:`MemoryKind`)."""
         charged = 0
+        shared = False
         for page in range(vaddr, vaddr + size, PAGE_SIZE):
             found = self._region_at(page)
             if found is None:
@@ -441,4 +447,5 @@ class FakeMemory:
             if region.kind == "ram" or region.kind == "dirty-tracked-file" or (
                     region.kind == "untouched" and write):
                 charged += 1
-        return PinScan(charged)
+            shared = shared or region.shared is not None
+        return PinScan(charged, shared=shared)

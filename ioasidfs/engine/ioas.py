@@ -202,8 +202,7 @@ class Pages:
         cannot pin), ``load`` them into the domains (its errors), then charge the new pins all
         at once (ENOMEM, pfn_reader_update_pinned). Failure leaves nothing pinned."""
         runs = self._uncovered(first, last)
-        for lo, hi in runs:
-            self._check_source(lo, hi)
+        shared_runs = [(lo, hi) for lo, hi in runs if self._check_source(lo, hi)]
         load()
         count = sum(hi - lo + 1 for lo, hi in runs)
         npinned = self.npinned + count
@@ -215,7 +214,7 @@ class Pages:
         self.last_npinned = npinned
         self._pinned.append((first, last))
         self.npinned = npinned
-        for lo, hi in runs:
+        for lo, hi in shared_runs:
             self._keep_shared(lo, hi)
 
     def unpin(self, first: int, last: int, accounting: Accounting) -> None:
@@ -277,8 +276,9 @@ class Pages:
         self._pinned.remove(old)
         self._pinned.extend(new)
 
-    def _check_source(self, first: int, last: int) -> None:
-        """What pin_user_pages(FOLL_LONGTERM [| FOLL_WRITE]) would meet on the source range."""
+    def _check_source(self, first: int, last: int) -> bool:
+        """What pin_user_pages(FOLL_LONGTERM [| FOLL_WRITE]) would meet on the source range;
+        True when it holds shared memory, which the pin may keep (PinScan.shared)."""
         vaddr = self.uptr + first * PAGE_SIZE
         size = (last - first + 1) * PAGE_SIZE
         try:
@@ -293,6 +293,7 @@ class Pages:
         if scan.fault is not None:
             raise KernelError(scan.fault, f"cannot pin {size:#x} bytes at {vaddr:#x}"
                                           f"{' for writing' if self.writable else ''}")
+        return scan.shared
 
     def _charge(self, count: int, accounting: Accounting) -> None:
         _charge_to(self.source, self.mode, self.uid, self.mm, count, accounting)
@@ -403,18 +404,17 @@ class FilePages(Pages):
         self.file.unmap_window(self.uptr, self.npages * PAGE_SIZE)
         self.file.close()
 
-    def _keep_shared(self, first: int, last: int) -> None:
-        """Nothing more to keep: the file reference and its window already are the pin's."""
-
-    def _check_source(self, first: int, last: int) -> None:
+    def _check_source(self, first: int, last: int) -> bool:
         """memfd_pin_folios: only shmem and hugetlbfs files (EINVAL), and only pages below the
-        file's size (shmem refuses to read a folio past EOF: EINVAL)."""
+        file's size (shmem refuses to read a folio past EOF: EINVAL). Nothing more to keep: the
+        file reference and its window already are the pin's."""
         if not self.file.pinnable:
             raise KernelError(errno.EINVAL, "only memfd/shmem or hugetlbfs files can be pinned")
         offset = self.start + last * PAGE_SIZE
         size = self.file.size()
         if offset >= size:
             raise KernelError(errno.EINVAL, f"file offset {offset:#x} is past the file's end {size:#x}")
+        return False
 
 
 # ------------------------------------------------------------------------------ areas

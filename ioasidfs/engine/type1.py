@@ -22,7 +22,7 @@ from ..config import IommuConfig
 from ..errors import KernelError
 from ..uapi import vfio as V
 from .argsz import copy_in, copy_out, int_field, read_argsz_struct
-from .caller import Caller, ProcessKey
+from .caller import Caller, PinScan, ProcessKey
 from .capchain import CapChain
 from .dirty import (DIRTY_BITMAP_PAGES_MAX, DIRTY_BITMAP_SIZE_MAX, access_ok, clear_reported,
                     lowest_bit_shift, pages_in, update_user_bitmap, verify_bitmap_size)
@@ -206,12 +206,13 @@ class Type1Iommu:
         if not self._in_one_iova_range(iova, iova + size - 1):
             raise KernelError(errno.EINVAL, f"MAP_DMA: [{iova:#x}, {iova + size:#x}) is not inside "
                                             "one valid IOVA range")
-        owner, charged = self._pin(caller, vaddr, size, write=bool(prot & V.VFIO_DMA_MAP_FLAG_WRITE))
+        owner, scan = self._pin(caller, vaddr, size, write=bool(prot & V.VFIO_DMA_MAP_FLAG_WRITE))
+        charged = scan.charged_pages
         if self.dirty_tracking and size >> self.pgshift > DIRTY_BITMAP_PAGES_MAX:
             self.locked.uncharge(owner, charged)
             raise KernelError(errno.EINVAL, "MAP_DMA: too many pages to track dirty pages of")
         mapping = DmaMapping(iova, size, vaddr, prot, owner, charged,
-                             kept=keep_shared(caller, vaddr, vaddr + size))
+                             kept=keep_shared(caller, vaddr, vaddr + size) if scan.shared else [])
         if self.dirty_tracking:
             mapping.dirty_bitmap = 0
         try:
@@ -230,7 +231,7 @@ class Type1Iommu:
         return any(start <= first and last <= end for start, end in self.iova_ranges) \
             or not self.iova_ranges
 
-    def _pin(self, caller: Caller, vaddr: int, size: int, write: bool) -> tuple[ProcessKey, int]:
+    def _pin(self, caller: Caller, vaddr: int, size: int, write: bool) -> tuple[ProcessKey, PinScan]:
         """vfio_pin_map_dma, as far as it shows: pages are pinned and charged in address order,
         so RLIMIT_MEMLOCK (ENOMEM) wins over an unpinnable page (EFAULT) only when the limit is
         crossed before that page. On failure nothing stays charged."""
@@ -240,7 +241,7 @@ class Type1Iommu:
             self.locked.uncharge(owner, scan.charged_pages)
             raise KernelError(scan.fault, f"MAP_DMA: cannot pin {size:#x} bytes at {vaddr:#x}"
                                           f"{' for writing' if write else ''}")
-        return owner, scan.charged_pages
+        return owner, scan
 
     def _update_vaddr(self, caller: Caller, mapping: DmaMapping | None, iova: int, size: int,
                       vaddr: int) -> int:

@@ -74,7 +74,7 @@ def test_shared_memfd_may_be_pinned_for_writing(mapper) -> None:  # type: ignore
     try:
         os.ftruncate(fd, 2 * PAGE)
         addr = mapper(2, flags=MAP_SHARED, fd=fd)
-        assert user_range_ok(PID, addr, 2 * PAGE, True) == PinScan(2)
+        assert user_range_ok(PID, addr, 2 * PAGE, True) == PinScan(2, shared=True)
     finally:
         os.close(fd)
 
